@@ -1,0 +1,50 @@
+# Weft — the two commands:
+#   make run    install what is missing, build release, start `weft up`, run a short demo, stop
+#   make test   install what tests need, build, run every test
+SHELL := /bin/bash
+SWIFT ?= swift
+DEB_PACKAGES := pkg-config liblmdb-dev redis-server etcd-server etcd-client
+PROTO_PACKAGES := protobuf-compiler
+RELEASE_BIN := .build/release/weft
+
+.PHONY: run test deps build release proto bench bench-quick clean
+
+# Installs missing Debian packages (as root, or through sudo).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release --product weft
+
+# Starts the embedded single node, runs Examples/demo.sh against it, stops it.
+run: release
+	@bash Examples/demo.sh $(RELEASE_BIN)
+
+# Builds once (debug, tests included) and runs every test.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --disable-xctest
+
+bench: release
+	$(RELEASE_BIN) bench state
+
+bench-quick: release
+	$(RELEASE_BIN) bench state --quick
+
+# Regenerates Sources/WeftWire/Generated from Proto/ (the output is committed).
+proto:
+	@dpkg -s $(PROTO_PACKAGES) >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(PROTO_PACKAGES); }
+	$(SWIFT) build --product protoc-gen-swift
+	protoc --plugin=protoc-gen-swift=.build/debug/protoc-gen-swift \
+	  --swift_out=Sources/WeftWire/Generated --swift_opt=Visibility=Public -I Proto Proto/weft.proto
+
+clean:
+	rm -rf .build

@@ -1,0 +1,105 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "weft",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "weft", targets: ["weft"]),
+        .library(name: "WeftCore", targets: ["WeftCore"]),
+        .library(name: "WeftClient", targets: ["WeftClient"]),
+        .library(name: "WeftStorage", targets: ["WeftStorage"]),
+        .library(name: "WeftTransport", targets: ["WeftTransport"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        // The state model: keys, versions, operations, errors, watch hub, leases, in-memory store.
+        // Pure logic: no NIO, no LMDB, no sockets, no files.
+        .target(name: "WeftCore"),
+
+        // LMDB, from Debian's liblmdb-dev.
+        .systemLibrary(
+            name: "CLMDB",
+            pkgConfig: "lmdb",
+            providers: [.apt(["liblmdb-dev"])]
+        ),
+        // Durable change log and recovery on LMDB.
+        .target(name: "WeftStorage", dependencies: ["WeftCore", "CLMDB"]),
+
+        // Generated protobuf code + framing (length-prefixed frames, request ids, raw payload).
+        .target(
+            name: "WeftWire",
+            dependencies: [
+                "WeftCore",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        // Transports: TCP on SwiftNIO (server and client connections).
+        .target(
+            name: "WeftTransport",
+            dependencies: [
+                "WeftCore", "WeftWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The client: pooled, pipelined connections, typed errors, recipes.
+        .target(
+            name: "WeftClient",
+            dependencies: [
+                "WeftCore", "WeftWire", "WeftTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Load generator for `weft bench`: drives Weft, Redis (RESP) and etcd (HTTP/JSON API)
+        // with the same code.
+        .target(
+            name: "WeftBench",
+            dependencies: [
+                "WeftCore", "WeftClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "weft",
+            dependencies: [
+                "WeftCore", "WeftStorage", "WeftTransport", "WeftClient", "WeftBench",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+
+        .testTarget(
+            name: "WeftCoreTests",
+            dependencies: ["WeftCore", .product(name: "PropertyBased", package: "swift-property-based")]
+        ),
+        .testTarget(name: "WeftStorageTests", dependencies: ["WeftCore", "WeftStorage"]),
+        .testTarget(
+            name: "WeftWireTests",
+            dependencies: ["WeftCore", "WeftWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "WeftClientTests",
+            dependencies: [
+                "WeftCore", "WeftClient", "WeftTransport", "WeftStorage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,170 @@
+import Foundation
+
+/// The operation a result measured.
+public enum BenchOp: String, Codable, Sendable, CaseIterable {
+    case get, put, watch
+}
+
+/// One measured step. JSON: `{"system","op","valueBytes","clients","opsPerSec","p50Us","p99Us"}`,
+/// plus `replicas` / `transport` only when set.
+public struct BenchResult: Codable, Sendable, Equatable {
+    /// "weft", "redis" or "etcd".
+    public var system: String
+    /// "get", "put" or "watch".
+    public var op: String
+    public var valueBytes: Int
+    public var clients: Int
+    public var opsPerSec: Double
+    public var p50Us: Double
+    public var p99Us: Double
+    public var replicas: Int?
+    public var transport: String?
+
+    public init(system: String, op: String, valueBytes: Int, clients: Int, opsPerSec: Double,
+                p50Us: Double, p99Us: Double, replicas: Int? = nil, transport: String? = nil) {
+        self.system = system
+        self.op = op
+        self.valueBytes = valueBytes
+        self.clients = clients
+        self.opsPerSec = opsPerSec
+        self.p50Us = p50Us
+        self.p99Us = p99Us
+        self.replicas = replicas
+        self.transport = transport
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case system, op, valueBytes, clients, opsPerSec, p50Us, p99Us, replicas, transport
+    }
+
+    // Explicit so the field order is stable and nil optionals are omitted.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(system, forKey: .system)
+        try c.encode(op, forKey: .op)
+        try c.encode(valueBytes, forKey: .valueBytes)
+        try c.encode(clients, forKey: .clients)
+        try c.encode(Self.finite(opsPerSec), forKey: .opsPerSec)
+        try c.encode(Self.finite(p50Us), forKey: .p50Us)
+        try c.encode(Self.finite(p99Us), forKey: .p99Us)
+        try c.encodeIfPresent(replicas, forKey: .replicas)
+        try c.encodeIfPresent(transport, forKey: .transport)
+    }
+
+    private static func finite(_ x: Double) -> Double { x.isFinite ? x : 0 }
+}
+
+private struct ResultsEnvelope: Codable {
+    var results: [BenchResult]
+}
+
+/// Exactly one JSON object, `{"results":[...]}`, on one line with no trailing newline. Fields come
+/// in a fixed order (system, op, valueBytes, clients, opsPerSec, p50Us, p99Us[, replicas][, transport]).
+public func renderJSON(_ results: [BenchResult]) -> String {
+    var out = #"{"results":["#
+    for (i, r) in results.enumerated() {
+        if i > 0 { out += "," }
+        out += #"{"system":\#(jsonString(r.system)),"op":\#(jsonString(r.op))"#
+        out += #","valueBytes":\#(r.valueBytes),"clients":\#(r.clients)"#
+        out += #","opsPerSec":\#(jsonNumber(r.opsPerSec)),"p50Us":\#(jsonNumber(r.p50Us)),"p99Us":\#(jsonNumber(r.p99Us))"#
+        if let replicas = r.replicas { out += #","replicas":\#(replicas)"# }
+        if let transport = r.transport { out += #","transport":\#(jsonString(transport))"# }
+        out += "}"
+    }
+    out += "]}"
+    return out
+}
+
+func jsonNumber(_ x: Double) -> String {
+    guard x.isFinite else { return "0" }
+    if x == x.rounded(), abs(x) < 1e15 { return String(Int64(x)) }
+    return "\(x)"
+}
+
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where u.value < 0x20:
+            let hex = String(u.value, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out + "\""
+}
+
+/// Parses `renderJSON` output back.
+public func parseResultsJSON(_ json: String) throws -> [BenchResult] {
+    try JSONDecoder().decode(ResultsEnvelope.self, from: Data(json.utf8)).results
+}
+
+/// "64 B", "4 KiB", "1 MiB".
+public func formatBytes(_ n: Int) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 { return "\(n >> 20) MiB" }
+    if n >= 1 << 10 && n % (1 << 10) == 0 { return "\(n >> 10) KiB" }
+    return "\(n) B"
+}
+
+private func formatNumber(_ x: Double) -> String {
+    if !x.isFinite { return "-" }
+    if x >= 100 { return String(Int(x.rounded())) }
+    if x >= 10 { return String(format: "%.1f", x) }
+    return String(format: "%.2f", x)
+}
+
+/// An aligned text table. Weft rows get a `weft/redis` (and `weft/etcd`) column: Weft's
+/// throughput divided by the other system's on the row with the same op, value size and
+/// client count (>1 = Weft faster), where such a row exists.
+public func renderTable(_ results: [BenchResult]) -> String {
+    struct Key: Hashable { var op: String; var size: Int; var clients: Int }
+    var bySystem: [String: [Key: BenchResult]] = [:]
+    for r in results {
+        bySystem[r.system, default: [:]][Key(op: r.op, size: r.valueBytes, clients: r.clients)] = r
+    }
+    let hasRedis = bySystem["redis"] != nil && bySystem["weft"] != nil
+    let hasEtcd = bySystem["etcd"] != nil && bySystem["weft"] != nil
+
+    var header = ["system", "op", "value", "clients", "ops/s", "p50 µs", "p99 µs"]
+    if hasRedis { header.append("weft/redis") }
+    if hasEtcd { header.append("weft/etcd") }
+    var rows: [[String]] = [header]
+    for r in results {
+        var row = [r.system, r.op, formatBytes(r.valueBytes), String(r.clients),
+                   formatNumber(r.opsPerSec), formatNumber(r.p50Us), formatNumber(r.p99Us)]
+        let key = Key(op: r.op, size: r.valueBytes, clients: r.clients)
+        for (present, other) in [(hasRedis, "redis"), (hasEtcd, "etcd")] where present {
+            if r.system == "weft", let o = bySystem[other]?[key], o.opsPerSec > 0 {
+                row.append(String(format: "%.2fx", r.opsPerSec / o.opsPerSec))
+            } else {
+                row.append("")
+            }
+        }
+        rows.append(row)
+    }
+    let leftAligned: Set<Int> = [0, 1]
+    var widths = [Int](repeating: 0, count: header.count)
+    for row in rows {
+        for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
+    }
+    var out = ""
+    for (n, row) in rows.enumerated() {
+        var line = ""
+        for (i, cell) in row.enumerated() {
+            let pad = String(repeating: " ", count: widths[i] - cell.count)
+            if i > 0 { line += "  " }
+            line += leftAligned.contains(i) ? cell + pad : pad + cell
+        }
+        while line.hasSuffix(" ") { line.removeLast() }
+        out += line + "\n"
+        if n == 0 {
+            out += String(repeating: "-", count: widths.reduce(0, +) + 2 * (widths.count - 1)) + "\n"
+        }
+    }
+    return out
+}

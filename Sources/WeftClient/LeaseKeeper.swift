@@ -1,0 +1,48 @@
+import Synchronization
+import WeftCore
+
+/// Holds a lease alive by refreshing it every third of its TTL until stopped. If a refresh
+/// finds the lease gone, `isLost` turns true (whoever relied on it, a lock say, must stop).
+public final class LeaseKeeper: Sendable {
+    public let lease: LeaseID
+    public let ttlSeconds: Int64
+    private let task: Mutex<Task<Void, Never>?> = Mutex(nil)
+    private let lost = Atomic<Bool>(false)
+
+    public init(client: WeftClient, lease: LeaseID, ttlSeconds: Int64) {
+        self.lease = lease
+        self.ttlSeconds = ttlSeconds
+        let t = Task { [lost = UnsafeLostFlag(self)] in
+            let interval = Duration.milliseconds(max(100, ttlSeconds * 1000 / 3))
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                if Task.isCancelled { break }
+                do {
+                    try await client.keepAlive(lease: lease)
+                } catch let e as WeftError where e.code == .leaseNotFound {
+                    lost.set()
+                    break
+                } catch {
+                    // Transient: try again next interval; the TTL allows two misses.
+                }
+            }
+        }
+        task.withLock { $0 = t }
+    }
+
+    public var isLost: Bool { lost.load(ordering: .relaxed) }
+
+    /// Stops refreshing (does not revoke).
+    public func stop() {
+        task.withLock { $0?.cancel() }
+    }
+
+    fileprivate func markLost() { lost.store(true, ordering: .relaxed) }
+}
+
+/// Weak reference to the keeper so its task does not keep it alive.
+private struct UnsafeLostFlag: Sendable {
+    weak var keeper: LeaseKeeper?
+    init(_ keeper: LeaseKeeper) { self.keeper = keeper }
+    func set() { keeper?.markLost() }
+}

@@ -1,0 +1,288 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+import WeftCore
+import WeftWire
+
+/// A client of a Weft state server: a small pool of TCP connections, many requests in flight
+/// on each (pipelining), typed errors with stable codes. Safe to share between tasks.
+public final class WeftClient: Sendable {
+    public struct Options: Sendable {
+        /// Connections in the pool; requests are spread round-robin.
+        public var connections: Int
+        /// How long a request may wait for its answer before failing with `timeout`.
+        public var requestTimeoutMs: Int64
+        /// How long connecting may take before failing with `unavailable`.
+        public var connectTimeoutMs: Int64
+        /// Events a watch buffers for a slow consumer before it ends with `compacted`.
+        public var watchBufferMax: Int
+
+        public init(connections: Int = 1, requestTimeoutMs: Int64 = 30_000, connectTimeoutMs: Int64 = 5_000, watchBufferMax: Int = 100_000) {
+            self.connections = max(1, connections)
+            self.requestTimeoutMs = requestTimeoutMs
+            self.connectTimeoutMs = connectTimeoutMs
+            self.watchBufferMax = watchBufferMax
+        }
+    }
+
+    public let host: String
+    public let port: Int
+    public let options: Options
+    private let group: any EventLoopGroup
+    private let slots: [ChannelSlot]
+    private let next = Atomic<Int>(0)
+    private let closed = Atomic<Bool>(false)
+
+    private init(host: String, port: Int, options: Options, group: any EventLoopGroup) {
+        self.host = host
+        self.port = port
+        self.options = options
+        self.group = group
+        self.slots = (0..<options.connections).map { _ in ChannelSlot() }
+    }
+
+    /// Connects the pool (every connection, so a wrong address fails here).
+    public static func connect(
+        host: String, port: Int, connections: Int = 1, options: Options? = nil,
+        group: (any EventLoopGroup)? = nil
+    ) async throws(WeftError) -> WeftClient {
+        var opts = options ?? Options()
+        if options == nil { opts.connections = max(1, connections) }
+        let client = WeftClient(host: host, port: port, options: opts, group: group ?? MultiThreadedEventLoopGroup.singleton)
+        for i in 0..<opts.connections {
+            _ = try await client.channel(slot: i)
+        }
+        return client
+    }
+
+    /// Connects to "host:port".
+    public static func connect(address: String, connections: Int = 1) async throws(WeftError) -> WeftClient {
+        let (host, port) = try parseAddress(address)
+        return try await connect(host: host, port: port, connections: connections)
+    }
+
+    public static func parseAddress(_ address: String) throws(WeftError) -> (String, Int) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (1...65535).contains(port) else {
+            throw WeftError(.invalidArgument, "address '\(address)' is not HOST:PORT")
+        }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+
+    /// Closes every connection; requests in flight fail with `unavailable`.
+    public func close() async {
+        closed.store(true, ordering: .relaxed)
+        for slot in slots {
+            let ch = slot.channel.withLock { c in
+                defer { c = nil }
+                return c
+            }
+            try? await ch?.close()
+        }
+    }
+
+    // MARK: connections
+
+    private func channel(slot: Int) async throws(WeftError) -> any Channel {
+        if let ch = slots[slot].channel.withLock({ $0 }), ch.isActive { return ch }
+        guard !closed.load(ordering: .relaxed) else { throw WeftError(.unavailable, "client is closed") }
+        let bootstrap = ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 << 10, maximum: 1 << 20))
+            .connectTimeout(.milliseconds(options.connectTimeoutMs))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(WeftFrameDecoder(limits: FrameLimits(frameBytesMax: Int(Int32.max)))))
+                    try channel.pipeline.syncOperations.addHandler(ClientHandler())
+                }
+            }
+        let ch: any Channel
+        do {
+            ch = try await bootstrap.connect(host: host, port: port).get()
+        } catch {
+            throw WeftError(.unavailable, "cannot connect to \(host):\(port): \(error)")
+        }
+        let winner: any Channel = slots[slot].channel.withLock { c in
+            if let existing = c, existing.isActive { return existing }
+            c = ch
+            return ch
+        }
+        if winner !== ch { ch.close(promise: nil) }
+        return winner
+    }
+
+    private func pickChannel() async throws(WeftError) -> any Channel {
+        let n = slots.count
+        let i = n == 1 ? 0 : next.wrappingAdd(1, ordering: .relaxed).oldValue % n
+        return try await channel(slot: i < 0 ? -i : i)
+    }
+
+    func send(_ request: ServerRequest) async throws(WeftError) -> ClientResponse {
+        let ch = try await pickChannel()
+        let promise = ch.eventLoop.makePromise(of: ClientResponse.self)
+        let deadline = NIODeadline.now() + .milliseconds(options.requestTimeoutMs)
+        ch.writeAndFlush(OutboundRequest(request: request, reply: .unary(promise), deadline: deadline), promise: nil)
+        do {
+            return try await promise.futureResult.get()
+        } catch let e as WeftError {
+            throw e
+        } catch {
+            throw WeftError(.unavailable, "\(error)")
+        }
+    }
+
+    // MARK: the state API
+
+    /// Runs any state operation and returns its response.
+    public func execute(_ request: StateRequest) async throws(WeftError) -> StateResponse {
+        switch try await send(.state(request)) {
+        case .state(let result): return try result.get()
+        case .status(let s, _): return .status(s)
+        default: throw WeftError(.malformedRequest, "unexpected response kind")
+        }
+    }
+
+    /// Reads a key (`notFound` if absent).
+    public func get(_ key: String) async throws(WeftError) -> KeyValue {
+        guard case .value(let kv) = try await execute(.get(key: key)) else { throw unexpected() }
+        return kv
+    }
+
+    /// Reads `length` bytes at `offset` of a key's value.
+    public func get(_ key: String, offset: UInt64, length: UInt64) async throws(WeftError) -> KeyValue {
+        guard case .value(let kv) = try await execute(.get(key: key, range: ByteRange(offset: offset, length: length))) else { throw unexpected() }
+        return kv
+    }
+
+    /// Reads a key only if its version is newer than `version`; nil when it has not changed.
+    public func getIfChanged(_ key: String, since version: Revision) async throws(WeftError) -> KeyValue? {
+        switch try await execute(.get(key: key, ifChangedSince: version)) {
+        case .value(let kv): return kv
+        case .notModified: return nil
+        default: throw unexpected()
+        }
+    }
+
+    /// Writes a value; `ifVersion` makes it conditional (0 = create only). Returns the new version.
+    @discardableResult
+    public func put(_ key: String, _ value: [UInt8], ifVersion: Revision? = nil, lease: LeaseID = 0) async throws(WeftError) -> Revision {
+        guard case .written(let v, _) = try await execute(.put(key: key, value: value, ifVersion: ifVersion, lease: lease)) else { throw unexpected() }
+        return v
+    }
+
+    @discardableResult
+    public func put(_ key: String, _ value: String, ifVersion: Revision? = nil, lease: LeaseID = 0) async throws(WeftError) -> Revision {
+        try await put(key, Array(value.utf8), ifVersion: ifVersion, lease: lease)
+    }
+
+    @discardableResult
+    public func writeRange(_ key: String, offset: UInt64, _ bytes: [UInt8], ifVersion: Revision? = nil) async throws(WeftError) -> Revision {
+        guard case .written(let v, _) = try await execute(.writeRange(key: key, offset: offset, bytes: bytes, ifVersion: ifVersion)) else { throw unexpected() }
+        return v
+    }
+
+    @discardableResult
+    public func append(_ key: String, _ bytes: [UInt8], ifVersion: Revision? = nil) async throws(WeftError) -> Revision {
+        guard case .written(let v, _) = try await execute(.append(key: key, bytes: bytes, ifVersion: ifVersion)) else { throw unexpected() }
+        return v
+    }
+
+    /// Adds to a 64-bit counter; returns its new value and version.
+    @discardableResult
+    public func add(_ key: String, _ delta: Int64) async throws(WeftError) -> (value: Int64, version: Revision) {
+        guard case .counter(let value, let version) = try await execute(.add(key: key, delta: delta)) else { throw unexpected() }
+        return (value, version)
+    }
+
+    /// Deletes a key (optionally only at `ifVersion`); returns the revision of the delete.
+    @discardableResult
+    public func delete(_ key: String, ifVersion: Revision? = nil) async throws(WeftError) -> Revision {
+        guard case .deleted(let rev, _) = try await execute(.delete(key: key, ifVersion: ifVersion)) else { throw unexpected() }
+        return rev
+    }
+
+    public struct ListPage: Sendable {
+        public var entries: [KeyValue]
+        public var more: Bool
+        public var revision: Revision
+    }
+
+    /// One page of keys under `prefix`, strictly after `after`.
+    public func list(prefix: String, after: String? = nil, limit: Int = 1000, keysOnly: Bool = false) async throws(WeftError) -> ListPage {
+        guard case .list(let entries, let more, let revision) = try await execute(.list(prefix: prefix, after: after, limit: limit, keysOnly: keysOnly)) else { throw unexpected() }
+        return ListPage(entries: entries, more: more, revision: revision)
+    }
+
+    /// Every key under `prefix`, page by page (bounded by `max`).
+    public func listAll(prefix: String, keysOnly: Bool = false, max: Int = 1_000_000) async throws(WeftError) -> [KeyValue] {
+        var all: [KeyValue] = []
+        var after: String? = nil
+        while all.count < max {
+            let page = try await list(prefix: prefix, after: after, limit: min(1000, max - all.count), keysOnly: keysOnly)
+            all += page.entries
+            guard page.more, let last = page.entries.last else { break }
+            after = last.key
+        }
+        return all
+    }
+
+    /// Grants a lease; keys put with it vanish when it ends.
+    public func grantLease(ttlSeconds: Int64) async throws(WeftError) -> LeaseID {
+        guard case .lease(let id, _) = try await execute(.leaseGrant(ttlSeconds: ttlSeconds)) else { throw unexpected() }
+        return id
+    }
+
+    public func keepAlive(lease: LeaseID) async throws(WeftError) {
+        guard case .lease = try await execute(.leaseKeepAlive(id: lease)) else { throw unexpected() }
+    }
+
+    @discardableResult
+    public func revoke(lease: LeaseID) async throws(WeftError) -> Int {
+        guard case .leaseRevoked(_, let n) = try await execute(.leaseRevoke(id: lease)) else { throw unexpected() }
+        return n
+    }
+
+    /// The server's counters and identity.
+    public func status() async throws(WeftError) -> (StoreStatus, ServerInfo) {
+        guard case .status(let s, let info) = try await send(.state(.status)) else {
+            throw WeftError(.malformedRequest, "unexpected response kind")
+        }
+        return (s, info)
+    }
+
+    /// Watches a key or prefix from `fromRevision` (nil = from now). Returns once the server
+    /// has registered the watch, so no later change is missed.
+    public func watch(_ target: WatchTarget, fromRevision: Revision? = nil, keysOnly: Bool = false) async throws(WeftError) -> WeftWatch {
+        let (events, continuation) = AsyncThrowingStream<WatchEvent, any Error>.makeStream(
+            bufferingPolicy: .bufferingOldest(options.watchBufferMax))
+        let stream = WatchStream(continuation: continuation)
+        let watch = WeftWatch(stream: stream, events: events)
+        continuation.onTermination = { [weak stream] termination in
+            if case .cancelled = termination { stream?.cancel() }
+        }
+        let ch = try await pickChannel()
+        ch.writeAndFlush(
+            OutboundRequest(request: .watch(target: target, fromRevision: fromRevision, keysOnly: keysOnly), reply: .watch(stream), deadline: .distantFuture),
+            promise: nil)
+        do {
+            try await stream.waitCreated()
+        } catch let e as WeftError {
+            throw e
+        } catch {
+            throw WeftError(.unavailable, "\(error)")
+        }
+        return watch
+    }
+
+    private func unexpected() -> WeftError {
+        WeftError(.malformedRequest, "unexpected response kind from the server")
+    }
+}
+
+/// One pooled connection, replaced when it dies.
+final class ChannelSlot: Sendable {
+    let channel = Mutex<(any Channel)?>(nil)
+}

@@ -1,0 +1,30 @@
+/// Validation of state keys: UTF-8, 1...`StoreLimits.keyBytesMax` bytes, no NUL.
+/// `/` is a convention for hierarchy; prefix operations (list, watch) rely on it.
+public enum StateKey {
+    /// Validates a key that arrived as raw bytes (from the wire) and returns it as a String.
+    public static func validate<Bytes: Collection>(bytes: Bytes, limits: StoreLimits = .default) throws(WeftError) -> String
+    where Bytes.Element == UInt8 {
+        guard !bytes.isEmpty else { throw WeftError(.invalidKey, "key is empty") }
+        guard bytes.count <= limits.keyBytesMax else {
+            throw WeftError(.invalidKey, "key is \(bytes.count) bytes, the maximum is \(limits.keyBytesMax)")
+        }
+        guard !bytes.contains(0) else { throw WeftError(.invalidKey, "key contains a NUL byte") }
+        guard let key = String(validating: bytes, as: UTF8.self) else {
+            throw WeftError(.invalidKey, "key is not valid UTF-8")
+        }
+        return key
+    }
+
+    /// Validates a key given as a Swift string.
+    @discardableResult
+    public static func validate(_ key: String, limits: StoreLimits = .default) throws(WeftError) -> String {
+        try validate(bytes: key.utf8, limits: limits)
+    }
+
+    /// Validates a prefix for list/watch: may be empty (everything), otherwise like a key.
+    public static func validatePrefix<Bytes: Collection>(bytes: Bytes, limits: StoreLimits = .default) throws(WeftError) -> String
+    where Bytes.Element == UInt8 {
+        if bytes.isEmpty { return "" }
+        return try validate(bytes: bytes, limits: limits)
+    }
+}

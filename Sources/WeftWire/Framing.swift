@@ -1,0 +1,160 @@
+import NIOCore
+import SwiftProtobuf
+import WeftCore
+
+/// One frame as it arrives: the protobuf header and the raw payload (slices of the read buffer,
+/// not copies).
+public struct RawFrame: Sendable {
+    public var header: ByteBuffer
+    public var payload: ByteBuffer
+    public init(header: ByteBuffer, payload: ByteBuffer) {
+        self.header = header
+        self.payload = payload
+    }
+}
+
+/// What the frame decoder emits.
+public enum InboundFrame: Sendable {
+    case frame(RawFrame)
+    /// A frame longer than allowed. Its header was read (so the request id is known and the
+    /// sender can be told `valueTooLarge`); the rest of it is being skipped.
+    case oversized(header: ByteBuffer, frameBytes: Int)
+}
+
+/// Why the byte stream of a connection cannot be read any further; the connection is closed.
+public struct FramingError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Bounds of the framing layer.
+public struct FrameLimits: Sendable {
+    /// Longest frame accepted whole; longer frames are skipped and answered with `valueTooLarge`.
+    public var frameBytesMax: Int
+    /// Longest protobuf header; a longer one is a protocol violation and closes the connection.
+    public var headerBytesMax: Int
+
+    public init(frameBytesMax: Int, headerBytesMax: Int = 1 << 20) {
+        self.frameBytesMax = frameBytesMax
+        self.headerBytesMax = headerBytesMax
+    }
+
+    /// Frames large enough for a value of `StoreLimits.valueBytesMax` plus its header.
+    public static func forValues(_ limits: StoreLimits) -> FrameLimits {
+        FrameLimits(frameBytesMax: limits.valueBytesMax + (1 << 20))
+    }
+}
+
+/// Splits the byte stream into frames: `u32 frameLength | u32 headerLength | header | payload`.
+public struct WeftFrameDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = InboundFrame
+
+    private let limits: FrameLimits
+    private var skipBytesRemaining = 0
+
+    public init(limits: FrameLimits) {
+        self.limits = limits
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        if skipBytesRemaining > 0 {
+            let n = min(skipBytesRemaining, buffer.readableBytes)
+            buffer.moveReaderIndex(forwardBy: n)
+            skipBytesRemaining -= n
+            return skipBytesRemaining == 0 ? .continue : .needMoreData
+        }
+        guard buffer.readableBytes >= 8,
+            let frameLength = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self),
+            let headerLength = buffer.getInteger(at: buffer.readerIndex + 4, as: UInt32.self)
+        else { return .needMoreData }
+        let frameBytes = Int(frameLength)
+        let headerBytes = Int(headerLength)
+        guard headerBytes + 4 <= frameBytes else {
+            throw FramingError("header length \(headerBytes) does not fit frame length \(frameBytes)")
+        }
+        guard headerBytes <= limits.headerBytesMax else {
+            throw FramingError("header of \(headerBytes) bytes exceeds the limit of \(limits.headerBytesMax)")
+        }
+        if frameBytes > limits.frameBytesMax {
+            guard buffer.readableBytes >= 8 + headerBytes else { return .needMoreData }
+            let header = buffer.getSlice(at: buffer.readerIndex + 8, length: headerBytes)!
+            buffer.moveReaderIndex(forwardBy: 8 + headerBytes)
+            skipBytesRemaining = frameBytes - 4 - headerBytes
+            context.fireChannelRead(wrapInboundOut(.oversized(header: header, frameBytes: frameBytes)))
+            return .continue
+        }
+        guard buffer.readableBytes >= 4 + frameBytes else {
+            // Grow the cumulation buffer once to the whole frame instead of doubling repeatedly.
+            if buffer.capacity - buffer.readerIndex < 4 + frameBytes, frameBytes > 64 << 10 {
+                buffer.reserveCapacity(minimumWritableBytes: 4 + frameBytes - buffer.readableBytes)
+            }
+            return .needMoreData
+        }
+        buffer.moveReaderIndex(forwardBy: 8)
+        let header = buffer.readSlice(length: headerBytes)!
+        let payload = buffer.readSlice(length: frameBytes - 4 - headerBytes)!
+        context.fireChannelRead(wrapInboundOut(.frame(RawFrame(header: header, payload: payload))))
+        return .continue
+    }
+
+    public mutating func decodeLast(
+        context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool
+    ) throws -> DecodingState {
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        return .needMoreData
+    }
+}
+
+/// Bytes of a ByteBuffer handed to SwiftProtobuf without copying them first.
+struct ByteBufferBytes: SwiftProtobufContiguousBytes {
+    var buffer: ByteBuffer
+
+    init(_ buffer: ByteBuffer) { self.buffer = buffer }
+    init(repeating: UInt8, count: Int) {
+        buffer = ByteBuffer(repeating: repeating, count: count)
+    }
+    init<S: Sequence>(_ sequence: S) where S.Element == UInt8 {
+        buffer = ByteBuffer(bytes: sequence)
+    }
+    var count: Int { buffer.readableBytes }
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeReadableBytes(body)
+    }
+    mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeMutableReadableBytes(body)
+    }
+}
+
+extension ByteBuffer {
+    /// Writes one frame: the header message, then the payload parts in order.
+    public mutating func writeWeftFrame<M: SwiftProtobuf.Message>(header: M, payloadBytes: Int, payload: (inout ByteBuffer) -> Void) {
+        let encoded: ByteBufferBytes
+        do {
+            encoded = try header.serializedBytes()
+        } catch {
+            // Our own messages have no required fields; encoding cannot fail.
+            preconditionFailure("protobuf encoding failed: \(error)")
+        }
+        let headerBytes = encoded.count
+        reserveCapacity(minimumWritableBytes: 8 + headerBytes + payloadBytes)
+        writeInteger(UInt32(4 + headerBytes + payloadBytes))
+        writeInteger(UInt32(headerBytes))
+        var headerBuffer = encoded.buffer
+        writeBuffer(&headerBuffer)
+        let before = writerIndex
+        payload(&self)
+        precondition(writerIndex - before == payloadBytes, "frame payload length mismatch")
+    }
+
+    /// Writes a frame with no payload.
+    public mutating func writeWeftFrame<M: SwiftProtobuf.Message>(header: M) {
+        writeWeftFrame(header: header, payloadBytes: 0) { _ in }
+    }
+}
+
+extension SwiftProtobuf.Message {
+    /// Decodes a header from a frame slice without copying it.
+    public init(frameHeader: ByteBuffer) throws {
+        try self.init(serializedBytes: ByteBufferBytes(frameHeader))
+    }
+}

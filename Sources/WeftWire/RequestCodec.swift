@@ -1,0 +1,188 @@
+import Foundation
+import NIOCore
+import WeftCore
+
+/// A request as the server sees it after decoding.
+public enum ServerRequest: Sendable, Equatable {
+    case state(StateRequest)
+    case watch(target: WatchTarget, fromRevision: Revision?, keysOnly: Bool)
+    case cancelWatch(watchID: UInt64)
+}
+
+/// The outcome of decoding one request frame.
+public enum DecodedRequest: Sendable {
+    case request(id: UInt64, ServerRequest)
+    /// The header decoded (so the id is known) but its content is invalid: answer with the error.
+    case invalid(id: UInt64, WeftError)
+    /// The header is not a Request at all: the connection cannot be trusted any further.
+    case undecodable(String)
+}
+
+public enum RequestCodec {
+    /// Decodes a request frame; validates keys (UTF-8, length, NUL) and value sizes.
+    public static func decode(_ frame: RawFrame, limits: StoreLimits) -> DecodedRequest {
+        let header: Weft_V1_Request
+        do {
+            header = try Weft_V1_Request(frameHeader: frame.header)
+        } catch {
+            return .undecodable("request header is not a valid protobuf Request: \(error)")
+        }
+        do {
+            return .request(id: header.id, try decodeOp(header, payload: frame.payload, limits: limits))
+        } catch {
+            return .invalid(id: header.id, error)
+        }
+    }
+
+    /// Reads the request id of a frame that was too large to take, to answer it.
+    public static func requestID(ofOversizedHeader header: ByteBuffer) -> UInt64? {
+        (try? Weft_V1_Request(frameHeader: header))?.id
+    }
+
+    private static func key(_ bytes: Data, _ limits: StoreLimits) throws(WeftError) -> String {
+        try StateKey.validate(bytes: bytes, limits: limits)
+    }
+
+    private static func value(_ payload: ByteBuffer, _ limits: StoreLimits) throws(WeftError) -> [UInt8] {
+        guard payload.readableBytes <= limits.valueBytesMax else {
+            throw WeftError(.valueTooLarge, "value of \(payload.readableBytes) bytes exceeds the limit of \(limits.valueBytesMax)")
+        }
+        return payload.getBytes(at: payload.readerIndex, length: payload.readableBytes) ?? []
+    }
+
+    private static func decodeOp(_ r: Weft_V1_Request, payload: ByteBuffer, limits: StoreLimits) throws(WeftError) -> ServerRequest {
+        guard let op = r.op else { throw WeftError(.malformedRequest, "request \(r.id) names no operation") }
+        switch op {
+        case .get(let g):
+            return .state(.get(
+                key: try key(g.key, limits),
+                range: g.hasRange ? ByteRange(offset: g.range.offset, length: g.range.length) : nil,
+                ifChangedSince: g.hasIfChangedSince ? g.ifChangedSince : nil))
+        case .put(let p):
+            return .state(.put(
+                key: try key(p.key, limits), value: try value(payload, limits),
+                ifVersion: p.hasIfVersion ? p.ifVersion : nil, lease: p.lease))
+        case .writeRange(let w):
+            return .state(.writeRange(
+                key: try key(w.key, limits), offset: w.offset, bytes: try value(payload, limits),
+                ifVersion: w.hasIfVersion ? w.ifVersion : nil))
+        case .append(let a):
+            return .state(.append(
+                key: try key(a.key, limits), bytes: try value(payload, limits),
+                ifVersion: a.hasIfVersion ? a.ifVersion : nil))
+        case .add(let a):
+            return .state(.add(key: try key(a.key, limits), delta: a.delta))
+        case .delete(let d):
+            return .state(.delete(key: try key(d.key, limits), ifVersion: d.hasIfVersion ? d.ifVersion : nil))
+        case .list(let l):
+            let prefix = try StateKey.validatePrefix(bytes: l.prefix, limits: limits)
+            let after: String? = l.hasAfter ? try key(l.after, limits) : nil
+            let limit = l.limit == 0 ? limits.listLimitMax : min(Int(l.limit), limits.listLimitMax)
+            return .state(.list(prefix: prefix, after: after, limit: limit, keysOnly: l.keysOnly))
+        case .watch(let w):
+            let target: WatchTarget
+            switch w.target {
+            case .key(let k): target = .key(try key(k, limits))
+            case .prefix(let p): target = .prefix(try StateKey.validatePrefix(bytes: p, limits: limits))
+            case nil: throw WeftError(.malformedRequest, "watch names neither a key nor a prefix")
+            }
+            return .watch(target: target, fromRevision: w.hasFromRevision ? w.fromRevision : nil, keysOnly: w.keysOnly)
+        case .cancelWatch(let c):
+            return .cancelWatch(watchID: c.watchID)
+        case .leaseGrant(let g):
+            return .state(.leaseGrant(ttlSeconds: g.ttlSeconds, id: g.id))
+        case .leaseKeepAlive(let k):
+            return .state(.leaseKeepAlive(id: k.id))
+        case .leaseRevoke(let k):
+            return .state(.leaseRevoke(id: k.id))
+        case .status:
+            return .state(.status)
+        }
+    }
+}
+
+extension ByteBuffer {
+    /// Writes a request frame (client side).
+    public mutating func writeRequest(id: UInt64, _ request: ServerRequest) {
+        var r = Weft_V1_Request()
+        r.id = id
+        var payload: [UInt8] = []
+        switch request {
+        case .state(let s):
+            switch s {
+            case .get(let key, let range, let since):
+                var g = Weft_V1_GetRequest()
+                g.key = Data(key.utf8)
+                if let range { g.range.offset = range.offset; g.range.length = range.length }
+                if let since { g.ifChangedSince = since }
+                r.op = .get(g)
+            case .put(let key, let value, let ifVersion, let lease):
+                var p = Weft_V1_PutRequest()
+                p.key = Data(key.utf8)
+                if let ifVersion { p.ifVersion = ifVersion }
+                p.lease = lease
+                r.op = .put(p)
+                payload = value
+            case .writeRange(let key, let offset, let bytes, let ifVersion):
+                var w = Weft_V1_WriteRangeRequest()
+                w.key = Data(key.utf8)
+                w.offset = offset
+                if let ifVersion { w.ifVersion = ifVersion }
+                r.op = .writeRange(w)
+                payload = bytes
+            case .append(let key, let bytes, let ifVersion):
+                var a = Weft_V1_AppendRequest()
+                a.key = Data(key.utf8)
+                if let ifVersion { a.ifVersion = ifVersion }
+                r.op = .append(a)
+                payload = bytes
+            case .add(let key, let delta):
+                var a = Weft_V1_AddRequest()
+                a.key = Data(key.utf8)
+                a.delta = delta
+                r.op = .add(a)
+            case .delete(let key, let ifVersion):
+                var d = Weft_V1_DeleteRequest()
+                d.key = Data(key.utf8)
+                if let ifVersion { d.ifVersion = ifVersion }
+                r.op = .delete(d)
+            case .list(let prefix, let after, let limit, let keysOnly):
+                var l = Weft_V1_ListRequest()
+                l.prefix = Data(prefix.utf8)
+                if let after { l.after = Data(after.utf8) }
+                l.limit = UInt32(clamping: limit)
+                l.keysOnly = keysOnly
+                r.op = .list(l)
+            case .leaseGrant(let ttl, let id):
+                var g = Weft_V1_LeaseGrantRequest()
+                g.ttlSeconds = ttl
+                g.id = id
+                r.op = .leaseGrant(g)
+            case .leaseKeepAlive(let id):
+                var k = Weft_V1_LeaseKeepAliveRequest()
+                k.id = id
+                r.op = .leaseKeepAlive(k)
+            case .leaseRevoke(let id):
+                var k = Weft_V1_LeaseRevokeRequest()
+                k.id = id
+                r.op = .leaseRevoke(k)
+            case .status:
+                r.op = .status(Weft_V1_StatusRequest())
+            }
+        case .watch(let target, let from, let keysOnly):
+            var w = Weft_V1_WatchRequest()
+            switch target {
+            case .key(let k): w.target = .key(Data(k.utf8))
+            case .prefix(let p): w.target = .prefix(Data(p.utf8))
+            }
+            if let from { w.fromRevision = from }
+            w.keysOnly = keysOnly
+            r.op = .watch(w)
+        case .cancelWatch(let watchID):
+            var c = Weft_V1_CancelWatchRequest()
+            c.watchID = watchID
+            r.op = .cancelWatch(c)
+        }
+        writeWeftFrame(header: r, payloadBytes: payload.count) { $0.writeBytes(payload) }
+    }
+}

@@ -1,0 +1,212 @@
+import Foundation
+import NIOCore
+import WeftCore
+
+/// Server-side facts added to a status response.
+public struct ServerInfo: Sendable, Equatable {
+    public var version: String
+    public var connections: Int
+    public var transport: String
+    public init(version: String, connections: Int, transport: String) {
+        self.version = version
+        self.connections = connections
+        self.transport = transport
+    }
+}
+
+/// A response as the client sees it after decoding.
+public enum ClientResponse: Sendable, Equatable {
+    case state(Result<StateResponse, WeftError>)
+    case watchCreated(startRevision: Revision)
+    case watchEvents([WatchEvent])
+    case watchEnded(WeftError?)
+    /// A status response also carries facts about the serving process.
+    case status(StoreStatus, ServerInfo)
+}
+
+extension Weft_V1_Entry {
+    init(_ kv: KeyValue, valueLength: Int) {
+        self.init()
+        key = Data(kv.key.utf8)
+        version = kv.version
+        createRevision = kv.createRevision
+        lease = kv.lease
+        self.valueLength = UInt64(valueLength)
+    }
+}
+
+extension ByteBuffer {
+    /// Writes the response to a state request (server side).
+    public mutating func writeResponse(id: UInt64, _ result: Result<StateResponse, WeftError>, info: ServerInfo? = nil) {
+        var r = Weft_V1_Response()
+        r.id = id
+        switch result {
+        case .failure(let error):
+            r.result = .error(Weft_V1_Error(error))
+        case .success(let response):
+            switch response {
+            case .value(let kv):
+                r.result = .value(Weft_V1_Entry(kv, valueLength: kv.value.count))
+                writeWeftFrame(header: r, payloadBytes: kv.value.count) { $0.writeBytes(kv.value) }
+                return
+            case .notModified(let version):
+                var m = Weft_V1_NotModified()
+                m.version = version
+                r.result = .notModified(m)
+            case .written(let version, let length):
+                var w = Weft_V1_Written()
+                w.version = version
+                w.length = length
+                r.result = .written(w)
+            case .counter(let value, let version):
+                var c = Weft_V1_Counter()
+                c.value = value
+                c.version = version
+                r.result = .counter(c)
+            case .deleted(let revision, let previous):
+                var d = Weft_V1_Deleted()
+                d.revision = revision
+                d.previousVersion = previous
+                r.result = .deleted(d)
+            case .list(let entries, let more, let revision):
+                var l = Weft_V1_ListResult()
+                l.entries = entries.map { Weft_V1_Entry($0, valueLength: $0.value.count) }
+                l.more = more
+                l.revision = revision
+                r.result = .list(l)
+                let total = entries.reduce(0) { $0 + $1.value.count }
+                writeWeftFrame(header: r, payloadBytes: total) { buffer in
+                    for e in entries { buffer.writeBytes(e.value) }
+                }
+                return
+            case .lease(let leaseID, let ttl):
+                var l = Weft_V1_Lease()
+                l.id = leaseID
+                l.ttlSeconds = ttl
+                r.result = .lease(l)
+            case .leaseRevoked(let leaseID, let n):
+                var l = Weft_V1_LeaseRevoked()
+                l.id = leaseID
+                l.keysDeleted = UInt32(clamping: n)
+                r.result = .leaseRevoked(l)
+            case .status(let s):
+                var st = Weft_V1_Status()
+                st.revision = s.revision
+                st.keys = UInt64(s.keys)
+                st.valueBytes = UInt64(s.valueBytes)
+                st.shards = UInt32(clamping: s.shards)
+                st.leases = UInt64(s.leases)
+                st.watchers = UInt64(s.watchers)
+                st.durable = s.durable
+                if let info {
+                    st.version = info.version
+                    st.connections = UInt64(info.connections)
+                    st.transport = info.transport
+                }
+                r.result = .status(st)
+            }
+        }
+        writeWeftFrame(header: r)
+    }
+
+    public mutating func writeWatchCreated(id: UInt64, startRevision: Revision) {
+        var r = Weft_V1_Response()
+        r.id = id
+        var c = Weft_V1_WatchCreated()
+        c.startRevision = startRevision
+        r.result = .watchCreated(c)
+        writeWeftFrame(header: r)
+    }
+
+    public mutating func writeWatchEvents(id: UInt64, _ events: some Collection<WatchEvent>) {
+        var r = Weft_V1_Response()
+        r.id = id
+        var w = Weft_V1_WatchEvents()
+        w.events = events.map { e in
+            var we = Weft_V1_WatchEvent()
+            we.kind = e.kind == .put ? .put : .delete
+            we.entry = Weft_V1_Entry(e.kv, valueLength: e.kv.value.count)
+            return we
+        }
+        r.result = .watchEvents(w)
+        let total = events.reduce(0) { $0 + $1.kv.value.count }
+        writeWeftFrame(header: r, payloadBytes: total) { buffer in
+            for e in events { buffer.writeBytes(e.kv.value) }
+        }
+    }
+
+    public mutating func writeWatchEnded(id: UInt64, error: WeftError?) {
+        var r = Weft_V1_Response()
+        r.id = id
+        var e = Weft_V1_WatchEnded()
+        if let error { e.error = Weft_V1_Error(error) }
+        r.result = .watchEnded(e)
+        writeWeftFrame(header: r)
+    }
+
+    /// An error that answers no particular request (id 0): sent before closing a connection.
+    public mutating func writeConnectionError(_ error: WeftError) {
+        writeResponse(id: 0, .failure(error))
+    }
+}
+
+public enum ResponseCodec {
+    /// Decodes a response frame (client side).
+    public static func decode(_ frame: RawFrame) throws(WeftError) -> (id: UInt64, ClientResponse) {
+        let r: Weft_V1_Response
+        do {
+            r = try Weft_V1_Response(frameHeader: frame.header)
+        } catch {
+            throw WeftError(.malformedRequest, "response header is not a valid protobuf Response: \(error)")
+        }
+        var payload = frame.payload
+        func take(_ n: UInt64) throws(WeftError) -> [UInt8] {
+            guard n <= UInt64(payload.readableBytes), let bytes = payload.readBytes(length: Int(n)) else {
+                throw WeftError(.malformedRequest, "response \(r.id) promises more payload than it carries")
+            }
+            return bytes
+        }
+        func kv(_ e: Weft_V1_Entry) throws(WeftError) -> KeyValue {
+            guard let key = String(validating: e.key, as: UTF8.self) else {
+                throw WeftError(.malformedRequest, "response \(r.id) carries a key that is not UTF-8")
+            }
+            return KeyValue(key: key, value: try take(e.valueLength), version: e.version, createRevision: e.createRevision, lease: e.lease)
+        }
+        guard let result = r.result else {
+            throw WeftError(.malformedRequest, "response \(r.id) carries no result")
+        }
+        let response: ClientResponse
+        switch result {
+        case .error(let e): response = .state(.failure(WeftError(wire: e)))
+        case .ok: response = .state(.failure(WeftError(.malformedRequest, "unexpected ok")))
+        case .value(let e): response = .state(.success(.value(try kv(e))))
+        case .notModified(let m): response = .state(.success(.notModified(version: m.version)))
+        case .written(let w): response = .state(.success(.written(version: w.version, length: w.length)))
+        case .counter(let c): response = .state(.success(.counter(value: c.value, version: c.version)))
+        case .deleted(let d): response = .state(.success(.deleted(revision: d.revision, previousVersion: d.previousVersion)))
+        case .list(let l):
+            var entries: [KeyValue] = []
+            entries.reserveCapacity(l.entries.count)
+            for e in l.entries { entries.append(try kv(e)) }
+            response = .state(.success(.list(entries: entries, more: l.more, revision: l.revision)))
+        case .lease(let l): response = .state(.success(.lease(id: l.id, ttlSeconds: l.ttlSeconds)))
+        case .leaseRevoked(let l): response = .state(.success(.leaseRevoked(id: l.id, keysDeleted: Int(l.keysDeleted))))
+        case .status(let s):
+            response = .status(
+                StoreStatus(
+                    revision: s.revision, keys: Int(s.keys), valueBytes: Int(s.valueBytes), shards: Int(s.shards),
+                    leases: Int(s.leases), watchers: Int(s.watchers), durable: s.durable),
+                ServerInfo(version: s.version, connections: Int(s.connections), transport: s.transport))
+        case .watchCreated(let c): response = .watchCreated(startRevision: c.startRevision)
+        case .watchEvents(let w):
+            var events: [WatchEvent] = []
+            events.reserveCapacity(w.events.count)
+            for e in w.events {
+                events.append(WatchEvent(kind: e.kind == .delete ? .delete : .put, kv: try kv(e.entry)))
+            }
+            response = .watchEvents(events)
+        case .watchEnded(let e): response = .watchEnded(e.hasError ? WeftError(wire: e.error) : nil)
+        }
+        return (r.id, response)
+    }
+}

@@ -1,0 +1,145 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+import WeftCore
+import WeftStorage
+import WeftTransport
+
+/// `weft up`: the embedded single node — one process owning every shard.
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start the embedded single node (state server) and print its address.",
+        discussion: """
+            State is kept in memory unless --data is given. With --data DIR it is durable on LMDB: \
+            after a crash (even kill -9) and a restart on the same DIR every acknowledged write is \
+            there and revisions continue upward.
+            --sync batch (the default with --data) acknowledges a write once its LMDB transaction \
+            has committed (it survives a process crash) and groups commits; fsync runs at least \
+            every 10 ms, so a machine crash loses at most the last ~10 ms. --sync always \
+            acknowledges only after fsync.
+            SIGTERM or SIGINT shuts down cleanly.
+            """
+    )
+
+    @Option(name: .long, help: "Address to listen on, HOST:PORT (port 0 picks a free port).")
+    var listen = "127.0.0.1:7400"
+
+    @Option(name: .long, help: "Directory for durable state (LMDB). Without it, state is in memory only.")
+    var data: String?
+
+    @Option(name: .long, help: "With --data: 'batch' (commit groups, fsync at least every 10 ms; default) or 'always' (fsync before every acknowledgement).")
+    var sync: LMDBChangeLog.SyncMode = .batch
+
+    @Option(name: .long, help: "Largest value in bytes (default 64 MiB).")
+    var maxValueBytes: Int = StoreLimits.default.valueBytesMax
+
+    @Option(name: .long, help: "Most open client connections.")
+    var maxConnections = 4096
+
+    @Option(name: .long, help: "Event loop threads (default: one per core).")
+    var threads: Int = System.coreCount
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    @Flag(name: .long, help: "Print the address as JSON: {\"address\": ...}.")
+    var json = false
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = logLevel
+            return h
+        }
+        let logger = Logger(label: "weft.up")
+        try await Weft.exiting(json: json) {
+            guard maxValueBytes > 0, maxValueBytes <= 1 << 30 else {
+                throw WeftError(.invalidArgument, "--max-value-bytes must be in 1...\(1 << 30)")
+            }
+            let (host, port) = try parseListen(listen)
+            var limits = StoreLimits.default
+            limits.valueBytesMax = maxValueBytes
+
+            var changeLog: LMDBChangeLog? = nil
+            var recovered: RecoveredState? = nil
+            if let data {
+                let log = try LMDBChangeLog(directory: data, sync: sync)
+                recovered = try log.recover()
+                changeLog = log
+                logger.info("durable state on LMDB", metadata: [
+                    "dir": "\(data)", "sync": "\(sync.rawValue)",
+                    "keys": "\(recovered?.entries.count ?? 0)", "revision": "\(recovered?.revision ?? 0)",
+                ])
+            }
+            let store = MemoryStore(limits: limits, changeLog: changeLog, recovered: recovered)
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+            let server = StateServer(
+                store: store, group: group,
+                limits: ServerLimits(connectionsMax: maxConnections, frames: .forValues(limits)),
+                logger: logger, version: Weft.version)
+            let address = try await server.start(host: host, port: port)
+            let shown = "\(address.ipAddress ?? host):\(address.port ?? port)"
+            if json {
+                Output.json(["address": shown, "durable": data != nil])
+            } else {
+                Output.line("weft listening on \(shown)\(data.map { " (durable: \($0), sync \(sync.rawValue))" } ?? " (in memory)")")
+            }
+
+            // Leases end on time: tick every 100 ms.
+            let ticker = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { _ in
+                store.expireLeases()
+            }
+            await waitForTerminationSignal()
+            logger.info("shutting down")
+            ticker.cancel()
+            await server.stop()
+            changeLog?.close()
+            try? await group.shutdownGracefully()
+        }
+    }
+
+    private func parseListen(_ s: String) throws(WeftError) -> (String, Int) {
+        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port) else {
+            throw WeftError(.invalidArgument, "--listen '\(s)' is not HOST:PORT")
+        }
+        let host = String(s[..<colon])
+        return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+}
+
+extension LMDBChangeLog.SyncMode: ExpressibleByArgument {}
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Suspends until SIGTERM or SIGINT arrives.
+func waitForTerminationSignal() async {
+    let queue = DispatchQueue(label: "weft.signals")
+    let sources = [SIGTERM, SIGINT].map { sig -> any DispatchSourceSignal in
+        signal(sig, SIG_IGN)
+        return DispatchSource.makeSignalSource(signal: sig, queue: queue)
+    }
+    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+        let once = OnceFlag()
+        for s in sources {
+            s.setEventHandler {
+                if once.take() { c.resume() }
+            }
+            s.resume()
+        }
+    }
+    for s in sources { s.cancel() }
+}
+
+final class OnceFlag: Sendable {
+    private let done = Mutex(false)
+    func take() -> Bool {
+        done.withLock { d in
+            defer { d = true }
+            return !d
+        }
+    }
+}
+

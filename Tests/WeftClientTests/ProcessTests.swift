@@ -1,0 +1,149 @@
+import Foundation
+import Synchronization
+import Testing
+import WeftClient
+import WeftCore
+
+/// Tests against real `weft` processes: durability across kill -9, the CLI, the examples.
+@Suite("processes", .serialized)
+struct ProcessTests {
+    @Test func acknowledgedWritesSurviveKill9() async throws {
+        for sync in ["batch", "always"] {
+            let dir = tempDir("durable-\(sync)")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let server = try ServerProcess.start(extraArgs: ["--data", dir, "--sync", sync])
+            let client = try await WeftClient.connect(address: server.address, connections: 4)
+            let acked = Mutex<[String: Revision]>([:])
+            let writer = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    for w in 0..<8 {
+                        group.addTask {
+                            var i = 0
+                            while !Task.isCancelled {
+                                let key = "d/\(w)/\(i % 40)"
+                                do {
+                                    let v = try await client.put(key, Array("\(w)-\(i)".utf8))
+                                    acked.withLock { if ($0[key] ?? 0) < v { $0[key] = v } }
+                                } catch { return }
+                                i += 1
+                            }
+                        }
+                    }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(700))
+            server.kill9()
+            writer.cancel()
+            _ = await writer.value
+            await client.close()
+            let ackedNow = acked.withLock { $0 }
+            #expect(ackedNow.count > 10, "writer made progress (\(sync))")
+            let maxAcked = ackedNow.values.max() ?? 0
+
+            let restarted = try ServerProcess.start(extraArgs: ["--data", dir, "--sync", sync])
+            let c2 = try await WeftClient.connect(address: restarted.address)
+            for (key, version) in ackedNow {
+                let kv = try await c2.get(key)
+                #expect(kv.version >= version, "\(key) lost its acknowledged version \(version) (\(sync))")
+            }
+            let next = try await c2.put("d/after", "x")
+            #expect(next > maxAcked, "revisions continue upward after restart (\(sync))")
+            await c2.close()
+            #expect(restarted.terminate() == 0)
+        }
+    }
+
+    @Test func foreignDataDirectoryIsRefusedClearly() throws {
+        let dir = tempDir("foreign")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data((0..<8192).map { _ in UInt8.random(in: 0...255) }).write(to: URL(fileURLWithPath: dir + "/data.mdb"))
+        let r = try WeftBinary.run(["up", "--listen", "127.0.0.1:0", "--data", dir])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("storageFailure"), "stderr: \(r.stderr)")
+    }
+
+    @Test func cliCommandsAndExitCodes() async throws {
+        let server = try ServerProcess.start()
+        defer { _ = server.terminate() }
+        let s = server.address
+        var r = try WeftBinary.run(["state", "put", "cli/a", "one"], server: s)
+        #expect(r.status == 0)
+        let v = UInt64(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(v != nil)
+        r = try WeftBinary.run(["state", "get", "cli/a"], server: s)
+        #expect(r.stdout == "one")
+        r = try WeftBinary.run(["state", "get", "cli/missing"], server: s)
+        #expect(r.status == 3)
+        r = try WeftBinary.run(["state", "cas", "cli/a", "--expect", "999999", "two"], server: s)
+        #expect(r.status == 4)
+        r = try WeftBinary.run(["state", "cas", "cli/a", "--expect", "\(v!)", "two"], server: s)
+        #expect(r.status == 0)
+        r = try WeftBinary.run(["state", "put", "cli/s", "--stdin", "--json"], server: s, stdin: "from stdin")
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("\"version\""))
+        r = try WeftBinary.run(["state", "get", "cli/s", "--json"], server: s)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        #expect(obj?["value"] as? String == "from stdin")
+        r = try WeftBinary.run(["state", "add", "cli/n", "5"], server: s)
+        #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "5")
+        r = try WeftBinary.run(["state", "append", "cli/a", "!"], server: s)
+        #expect(try WeftBinary.run(["state", "get", "cli/a"], server: s).stdout == "two!")
+        r = try WeftBinary.run(["state", "list", "cli/", "--json"], server: s)
+        #expect(r.stdout.contains("cli/n"))
+        r = try WeftBinary.run(["state", "del", "cli/n"], server: s)
+        #expect(r.status == 0)
+        r = try WeftBinary.run(["state", "wait", "cli/never", "--timeout", "0.3"], server: s)
+        #expect(r.status == 5)
+        r = try WeftBinary.run(["state", "get", "cli/a"], server: "127.0.0.1:1")
+        #expect(r.status == 6)
+        r = try WeftBinary.run(["state", "put", "", "x"], server: s)
+        #expect(r.status == 8)
+        r = try WeftBinary.run(["state", "frobnicate"], server: s)
+        #expect(r.status == 64)
+        r = try WeftBinary.run(["lock", "cli-lock", "--", "sh", "-c", "echo token=$WEFT_LOCK_TOKEN; exit 3"], server: s)
+        #expect(r.status == 3)
+        #expect(r.stdout.hasPrefix("token="))
+        r = try WeftBinary.run(["barrier", "cli-b", "--parties", "1"], server: s)
+        #expect(r.status == 0)
+        r = try WeftBinary.run(["status", "--json"], server: s)
+        #expect(r.stdout.contains("\"revision\""))
+    }
+
+    @Test func watchCommandPrintsEventsInOrder() async throws {
+        let server = try ServerProcess.start()
+        defer { _ = server.terminate() }
+        let s = server.address
+        let c = try await WeftClient.connect(address: s)
+        let first = try await c.put("wc/a", "1")
+        try await c.put("wc/b", "2")
+        try await c.delete("wc/a")
+        let r = try WeftBinary.run(["state", "watch", "--prefix", "wc/", "--from", "\(first)", "--count", "3", "--json"], server: s)
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.count == 3)
+        #expect(lines.last?.contains("\"delete\"") == true)
+        await c.close()
+    }
+
+    @Test func bringUpExampleWaitsForThreeNodes() throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Examples/bringup.sh").standardized.path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = [script, WeftBinary.path]
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "WEFT_SERVER")
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let reader = ReadAll(out.fileHandleForReading)
+        let deadline = Date().addingTimeInterval(60)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        if p.isRunning { p.terminate() }
+        p.waitUntilExit()
+        let text = reader.wait()
+        #expect(p.terminationStatus == 0, "output: \(text)")
+        #expect(text.contains("all 3 nodes registered"))
+        #expect(text.contains("nodes/node-1") && text.contains("nodes/node-3"))
+    }
+}
