@@ -182,11 +182,6 @@ public final class EtcdClient: BenchClient {
         _ = try await post("/v3/kv/compaction", b)
     }
 
-    /// Measures watch latency on this etcd: see `StateBench.measureWatch`.
-    public func watchLatency(target: EtcdTarget, key: String, puts: Int, valueBytes: Int) async throws -> WatchLatencyResult {
-        try await StateBench.watchLatency(target: target, writer: self, key: key, puts: puts, valueBytes: valueBytes)
-    }
-
     public func close() async {
         await connection.close()
     }

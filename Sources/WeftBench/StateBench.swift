@@ -58,54 +58,74 @@ public struct StateBench: Sendable {
 
     // MARK: Whole run
 
-    /// Runs every step for every target, in order: per target, per value size, the `ops`
-    /// (get steps prefill first) for each client count; then watch latency where supported.
-    /// `log` receives one line per step (and per failure with `continueOnError`).
+    /// Runs every step on every target. Steps are interleaved across targets (per value size,
+    /// per op, per client count: each target in turn), so slow drifts in background load hit
+    /// every system alike; get steps prefill each target's keys of that size first. Then watch
+    /// latency on the targets that support it. Results come back grouped by target (in
+    /// `targets` order), steps in run order. `log` gets one line per step and per failure.
     public func run(targets: [any BenchTarget], log: (@Sendable (String) -> Void)? = nil) async throws -> [BenchResult] {
-        var results: [BenchResult] = []
-        for target in targets {
-            for size in config.valueSizes {
-                var prefilled = false
-                for op in config.ops where op != .watch {
-                    if op == .get && !prefilled {
+        var results: [(target: Int, result: BenchResult)] = []
+        for size in config.valueSizes {
+            var prefilled = Set<Int>()
+            var prefillFailed = Set<Int>()
+            for op in config.ops where op != .watch {
+                if op == .get {
+                    for (t, target) in targets.enumerated() where !prefilled.contains(t) && !prefillFailed.contains(t) {
                         do {
                             log?("\(target.system): prefilling \(config.keyCount(valueBytes: size)) keys of \(formatBytes(size))")
                             try await prefill(target: target, valueBytes: size)
-                            prefilled = true
+                            prefilled.insert(t)
                         } catch {
                             if !config.continueOnError { throw error }
                             log?("\(target.system) prefill \(formatBytes(size)) failed: \(error)")
-                            continue
+                            prefillFailed.insert(t)
                         }
                     }
-                    for clients in config.clientCounts {
+                }
+                for clients in config.clientCounts {
+                    for (t, target) in targets.enumerated() {
+                        if op == .get && !prefilled.contains(t) { continue }
                         do {
                             let r = try await runStep(target: target, op: op, valueBytes: size, clients: clients)
-                            results.append(r)
+                            results.append((t, r))
                             log?(Self.describe(r))
                         } catch {
                             if !config.continueOnError { throw error }
                             log?("\(target.system) \(op.rawValue) \(formatBytes(size)) ×\(clients) failed: \(error)")
                         }
-                        try? await target.afterStep()
+                        await afterStep(target, log)
                     }
                 }
             }
-            if config.watch || config.ops.contains(.watch), let watchable = target as? any WatchableBenchTarget {
-                for size in config.watchValueSizes {
+        }
+        if config.watch || config.ops.contains(.watch) {
+            for size in config.watchValueSizes {
+                for (t, target) in targets.enumerated() {
+                    guard let watchable = target as? any WatchableBenchTarget else { continue }
                     do {
                         let r = try await measureWatch(target: watchable, valueBytes: size)
-                        results.append(r)
+                        results.append((t, r))
                         log?(Self.describe(r))
                     } catch {
                         if !config.continueOnError { throw error }
                         log?("\(target.system) watch \(formatBytes(size)) failed: \(error)")
                     }
-                    try? await target.afterStep()
+                    await afterStep(target, log)
                 }
             }
         }
-        return results
+        // Stable: grouped by target, run order within.
+        return results.enumerated()
+            .sorted { ($0.element.target, $0.offset) < ($1.element.target, $1.offset) }
+            .map(\.element.result)
+    }
+
+    private func afterStep(_ target: any BenchTarget, _ log: (@Sendable (String) -> Void)?) async {
+        do {
+            try await target.afterStep()
+        } catch {
+            log?("\(target.system): after-step maintenance failed: \(error)")
+        }
     }
 
     static func describe(_ r: BenchResult) -> String {
@@ -339,6 +359,23 @@ public struct StateBench: Sendable {
 
     static func round(_ x: Double) -> Double {
         (x * 10).rounded() / 10
+    }
+}
+
+extension WatchableBenchTarget {
+    /// Watch latency on this target with a writer connection of its own (see
+    /// `StateBench.measureWatch`).
+    public func watchLatency(key: String, puts: Int, valueBytes: Int, warmupPuts: Int = 5) async throws -> WatchLatencyResult {
+        let writer = try await makeClient()
+        do {
+            let r = try await StateBench.watchLatency(target: self, writer: writer, key: key, puts: puts,
+                                                      valueBytes: valueBytes, warmupPuts: warmupPuts)
+            await writer.close()
+            return r
+        } catch {
+            await writer.close()
+            throw error
+        }
     }
 }
 

@@ -9,7 +9,8 @@ import WeftCore
 /// Appends are group-committed by one writer thread: everything queued is written in one
 /// write transaction. With `.always` a change's `done` runs after the transaction is synced to
 /// disk; with `.batch` right after the commit (it then survives a crash of the process) and the
-/// environment is synced within about 10 ms (so a machine crash loses at most that much).
+/// environment is synced within about 10 ms (so a machine crash loses at most that much;
+/// see `SyncMode.batch` for the power-loss caveat).
 ///
 /// One directory may be open once per process at a time (an LMDB rule); a second `init` for
 /// it fails. Call `close()` when done (`deinit` closes too).

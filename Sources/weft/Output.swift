@@ -3,7 +3,7 @@ import WeftCore
 
 enum Output {
     static func json(_ object: Any, to handle: FileHandle = .standardOutput) {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         handle.write(data)
         handle.write(Data("\n".utf8))
     }
@@ -17,9 +17,11 @@ enum Output {
     }
 
     /// A value for JSON: UTF-8 text when it is text, else base64 under "valueBase64".
-    static func entry(_ kv: KeyValue) -> [String: Any] {
-        var o: [String: Any] = ["key": kv.key, "version": kv.version, "createRevision": kv.createRevision, "length": kv.value.count]
+    static func entry(_ kv: KeyValue, withValue: Bool = true) -> [String: Any] {
+        var o: [String: Any] = ["key": kv.key, "version": kv.version, "createRevision": kv.createRevision]
         if kv.lease != 0 { o["lease"] = kv.lease }
+        guard withValue else { return o }
+        o["length"] = kv.value.count
         if let text = String(validating: kv.value, as: UTF8.self) {
             o["value"] = text
         } else {

@@ -200,7 +200,7 @@ extension StateCommand {
                 try await withClient(options) { client in
                     let page = try await client.list(prefix: prefix, after: after, limit: limit, keysOnly: !values)
                     if options.json {
-                        Output.json(["entries": page.entries.map(Output.entry), "more": page.more, "revision": page.revision])
+                        Output.json(["entries": page.entries.map { Output.entry($0, withValue: values) }, "more": page.more, "revision": page.revision])
                     } else {
                         for e in page.entries {
                             Output.line(values ? "\(e.key)\t\(e.version)\t\(String(decoding: e.value, as: UTF8.self))" : "\(e.key)\t\(e.version)")

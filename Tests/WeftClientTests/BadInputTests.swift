@@ -54,7 +54,7 @@ struct BadInputTests {
         print("bad-input fuzz seed: \(seed)")
         var rng = SplitMix64(seed: seed)
         let server = try await InProcessServer.start()
-        let good = frame(id: 7, .state(.put(key: "fuzz/k", value: Array("v".utf8))))
+        let good = Self.frame(id: 7, .state(.put(key: "fuzz/k", value: Array("v".utf8))))
         let deadline = Date().addingTimeInterval(3)
         var rounds = 0
         while Date() < deadline {

@@ -12,7 +12,7 @@ struct ClientStateTests {
         #expect(try await c.get("a/x").value == Array("hello".utf8))
         #expect(try await c.get("a/x", offset: 1, length: 3).value == Array("ell".utf8))
         #expect(try await c.getIfChanged("a/x", since: v1) == nil)
-        await #expect(throws: WeftError(.versionMismatch, "")) { try await c.put("a/x", "x", ifVersion: v1 + 100) }
+        await #expect { try await c.put("a/x", "x", ifVersion: v1 + 100) } throws: { ($0 as? WeftError)?.code == .versionMismatch }
         let v2 = try await c.put("a/x", "HELLO", ifVersion: v1)
         #expect(v2 > v1)
         #expect(try await c.getIfChanged("a/x", since: v1)?.version == v2)

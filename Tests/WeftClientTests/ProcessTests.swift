@@ -13,7 +13,7 @@ struct ProcessTests {
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let server = try ServerProcess.start(extraArgs: ["--data", dir, "--sync", sync])
             let client = try await WeftClient.connect(address: server.address, connections: 4)
-            let acked = Mutex<[String: Revision]>([:])
+            let acked = SharedMap()
             let writer = Task {
                 await withTaskGroup(of: Void.self) { group in
                     for w in 0..<8 {
@@ -23,7 +23,7 @@ struct ProcessTests {
                                 let key = "d/\(w)/\(i % 40)"
                                 do {
                                     let v = try await client.put(key, Array("\(w)-\(i)".utf8))
-                                    acked.withLock { if ($0[key] ?? 0) < v { $0[key] = v } }
+                                    acked.record(key, v)
                                 } catch { return }
                                 i += 1
                             }
@@ -36,7 +36,7 @@ struct ProcessTests {
             writer.cancel()
             _ = await writer.value
             await client.close()
-            let ackedNow = acked.withLock { $0 }
+            let ackedNow = acked.snapshot
             #expect(ackedNow.count > 10, "writer made progress (\(sync))")
             let maxAcked = ackedNow.values.max() ?? 0
 
@@ -146,4 +146,11 @@ struct ProcessTests {
         #expect(text.contains("all 3 nodes registered"))
         #expect(text.contains("nodes/node-1") && text.contains("nodes/node-3"))
     }
+}
+
+/// Highest acknowledged version per key, shared by writer tasks.
+final class SharedMap: Sendable {
+    private let map = Mutex<[String: Revision]>([:])
+    func record(_ key: String, _ v: Revision) { map.withLock { if ($0[key] ?? 0) < v { $0[key] = v } } }
+    var snapshot: [String: Revision] { map.withLock { $0 } }
 }

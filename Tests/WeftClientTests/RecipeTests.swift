@@ -8,20 +8,16 @@ import WeftCore
 struct RecipeTests {
     @Test func lockIsMutuallyExclusiveWithGrowingTokens() async throws {
         let server = try await InProcessServer.start()
-        let inside = Atomic<Int>(0)
-        let maxInside = Atomic<Int>(0)
-        let tokens = Mutex<[Revision]>([])
+        let probe = ExclusionProbe()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<4 {
                 group.addTask {
                     let c = try await server.client()
                     for _ in 0..<5 {
                         let lock = try await c.lock("critical", ttlSeconds: 5, timeoutMs: 20_000)
-                        let now = inside.wrappingAdd(1, ordering: .relaxed).newValue
-                        _ = maxInside.max(now, ordering: .relaxed)
-                        tokens.withLock { $0.append(lock.token) }
+                        probe.enter(token: lock.token)
                         try await Task.sleep(for: .milliseconds(2))
-                        inside.wrappingSubtract(1, ordering: .relaxed)
+                        probe.leave()
                         try await lock.unlock()
                     }
                     await c.close()
@@ -29,8 +25,8 @@ struct RecipeTests {
             }
             try await group.waitForAll()
         }
-        #expect(maxInside.load(ordering: .relaxed) == 1)
-        let t = tokens.withLock { $0 }
+        #expect(probe.maxInside == 1)
+        let t = probe.tokens
         #expect(t.count == 20)
         #expect(Set(t).count == 20)
         await server.stop()
@@ -138,4 +134,24 @@ struct RecipeTests {
         await c.close()
         await server.stop()
     }
+}
+
+/// Counts how many holders are inside a critical section at once.
+final class ExclusionProbe: Sendable {
+    private struct State {
+        var inside = 0
+        var maxInside = 0
+        var tokens: [Revision] = []
+    }
+    private let state = Mutex(State())
+    func enter(token: Revision) {
+        state.withLock {
+            $0.inside += 1
+            $0.maxInside = max($0.maxInside, $0.inside)
+            $0.tokens.append(token)
+        }
+    }
+    func leave() { state.withLock { $0.inside -= 1 } }
+    var maxInside: Int { state.withLock { $0.maxInside } }
+    var tokens: [Revision] { state.withLock { $0.tokens } }
 }
