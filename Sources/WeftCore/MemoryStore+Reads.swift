@@ -23,9 +23,12 @@ extension MemoryStore {
     }
 
     /// `list`: keys with `prefix` strictly after `after`, in UTF-8 byte order, merged across
-    /// shards. Each shard is read under its own lock, so the result is not one snapshot.
+    /// shards. Each shard is read under its own lock, so the result is not one snapshot: the
+    /// returned revision is read *before* the scan, so every change at or below it is reflected
+    /// and later ones may be (a watch from revision + 1 then fills in the rest idempotently).
     func list(prefix: String, after: String?, limit: Int, keysOnly: Bool) throws(WeftError) -> StateResponse {
         _ = try StateKey.validatePrefix(bytes: prefix.utf8, limits: limits)
+        let startRevision = revision
         let limit = min(max(limit, 1), limits.listLimitMax)
         let after = after.map(ByteKey.init)
         var found: [(key: ByteKey, entry: StoredEntry)] = []
@@ -48,6 +51,6 @@ extension MemoryStore {
         found.sort { $0.key.precedes($1.key) }
         let more = found.count > limit
         let entries = found.prefix(limit).map { $0.entry.keyValue($0.key.string, includeValue: !keysOnly) }
-        return .list(entries: entries, more: more, revision: revision)
+        return .list(entries: entries, more: more, revision: startRevision)
     }
 }

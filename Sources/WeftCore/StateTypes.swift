@@ -82,7 +82,8 @@ public enum StateResponse: Sendable, Equatable {
     case counter(value: Int64, version: Revision)
     /// `delete`: the revision of the delete and the version the key had.
     case deleted(revision: Revision, previousVersion: Revision)
-    /// `list`: entries in byte order; `more` if the limit cut the result; the store revision when read.
+    /// `list`: entries in byte order; `more` if the limit cut the result; `revision`: every change
+    /// at or below it is reflected in `entries` (later ones may be too).
     case list(entries: [KeyValue], more: Bool, revision: Revision)
     /// `leaseGrant`, `leaseKeepAlive`: the lease and its TTL.
     case lease(id: LeaseID, ttlSeconds: Int64)

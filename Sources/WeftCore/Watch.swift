@@ -5,7 +5,7 @@ public enum WatchTarget: Sendable, Equatable {
 
     public func matches(_ key: String) -> Bool {
         switch self {
-        case .key(let k): k == key
+        case .key(let k): k.utf8.elementsEqual(key.utf8)
         case .prefix(let p): key.utf8.starts(with: p.utf8)
         }
     }
