@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "weft", targets: ["weft"]),
         .library(name: "WeftCore", targets: ["WeftCore"]),
+        .library(name: "WeftWire", targets: ["WeftWire"]),
         .library(name: "WeftClient", targets: ["WeftClient"]),
         .library(name: "WeftStorage", targets: ["WeftStorage"]),
         .library(name: "WeftTransport", targets: ["WeftTransport"]),
