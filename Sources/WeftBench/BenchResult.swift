@@ -19,9 +19,12 @@ public struct BenchResult: Codable, Sendable, Equatable {
     public var p99Us: Double
     public var replicas: Int?
     public var transport: String?
+    /// For Weft rows: "memory", or "lmdb-batch"/"lmdb-always" for a durable server.
+    public var storage: String?
 
     public init(system: String, op: String, valueBytes: Int, clients: Int, opsPerSec: Double,
-                p50Us: Double, p99Us: Double, replicas: Int? = nil, transport: String? = nil) {
+                p50Us: Double, p99Us: Double, replicas: Int? = nil, transport: String? = nil, storage: String? = nil) {
+        self.storage = storage
         self.system = system
         self.op = op
         self.valueBytes = valueBytes
@@ -34,7 +37,7 @@ public struct BenchResult: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case system, op, valueBytes, clients, opsPerSec, p50Us, p99Us, replicas, transport
+        case system, op, valueBytes, clients, opsPerSec, p50Us, p99Us, replicas, transport, storage
     }
 
     // Explicit so the field order is stable and nil optionals are omitted.
@@ -49,6 +52,7 @@ public struct BenchResult: Codable, Sendable, Equatable {
         try c.encode(Self.finite(p99Us), forKey: .p99Us)
         try c.encodeIfPresent(replicas, forKey: .replicas)
         try c.encodeIfPresent(transport, forKey: .transport)
+        try c.encodeIfPresent(storage, forKey: .storage)
     }
 
     private static func finite(_ x: Double) -> Double { x.isFinite ? x : 0 }
@@ -69,6 +73,7 @@ public func renderJSON(_ results: [BenchResult]) -> String {
         out += #","opsPerSec":\#(jsonNumber(r.opsPerSec)),"p50Us":\#(jsonNumber(r.p50Us)),"p99Us":\#(jsonNumber(r.p99Us))"#
         if let replicas = r.replicas { out += #","replicas":\#(replicas)"# }
         if let transport = r.transport { out += #","transport":\#(jsonString(transport))"# }
+        if let storage = r.storage { out += #","storage":\#(jsonString(storage))"# }
         out += "}"
     }
     out += "]}"
@@ -118,36 +123,31 @@ private func formatNumber(_ x: Double) -> String {
     return String(format: "%.2f", x)
 }
 
-/// An aligned text table. Weft rows get a `weft/redis` (and `weft/etcd`) column: Weft's
-/// throughput divided by the other system's on the row with the same op, value size and
-/// client count (>1 = Weft faster), where such a row exists.
+/// An aligned text table. Weft rows on the default (in-memory) server get two comparison
+/// columns against the peer row with the same op, value size and client count (Redis for
+/// get/put, etcd for watch): throughput ratio (>1 = Weft faster) and p50 ratio (<1 = Weft faster).
 public func renderTable(_ results: [BenchResult]) -> String {
     struct Key: Hashable { var op: String; var size: Int; var clients: Int }
     var bySystem: [String: [Key: BenchResult]] = [:]
-    for r in results {
+    for r in results where r.system != "weft" || r.storage == nil || r.storage == "memory" {
         bySystem[r.system, default: [:]][Key(op: r.op, size: r.valueBytes, clients: r.clients)] = r
     }
-    let hasRedis = bySystem["redis"] != nil && bySystem["weft"] != nil
-    let hasEtcd = bySystem["etcd"] != nil && bySystem["weft"] != nil
-
-    var header = ["system", "op", "value", "clients", "ops/s", "p50 µs", "p99 µs"]
-    if hasRedis { header.append("weft/redis") }
-    if hasEtcd { header.append("weft/etcd") }
+    let header = ["system", "op", "value", "clients", "ops/s", "p50 µs", "p99 µs", "peer", "ops ×peer", "p50 ×peer"]
     var rows: [[String]] = [header]
     for r in results {
-        var row = [r.system, r.op, formatBytes(r.valueBytes), String(r.clients),
+        let name = r.storage.map { $0 == "memory" ? r.system : "\(r.system) (\($0))" } ?? r.system
+        var row = [name, r.op, formatBytes(r.valueBytes), String(r.clients),
                    formatNumber(r.opsPerSec), formatNumber(r.p50Us), formatNumber(r.p99Us)]
         let key = Key(op: r.op, size: r.valueBytes, clients: r.clients)
-        for (present, other) in [(hasRedis, "redis"), (hasEtcd, "etcd")] where present {
-            if r.system == "weft", let o = bySystem[other]?[key], o.opsPerSec > 0 {
-                row.append(String(format: "%.2fx", r.opsPerSec / o.opsPerSec))
-            } else {
-                row.append("")
-            }
+        let peerName = r.op == "watch" ? "etcd" : "redis"
+        if r.system == "weft", let o = bySystem[peerName]?[key], o.opsPerSec > 0, o.p50Us > 0 {
+            row += [peerName, String(format: "%.2fx", r.opsPerSec / o.opsPerSec), String(format: "%.2fx", r.p50Us / o.p50Us)]
+        } else {
+            row += ["", "", ""]
         }
         rows.append(row)
     }
-    let leftAligned: Set<Int> = [0, 1]
+    let leftAligned: Set<Int> = [0, 1, 7]
     var widths = [Int](repeating: 0, count: header.count)
     for row in rows {
         for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }

@@ -179,7 +179,12 @@ public final class EtcdClient: BenchClient {
         let rev = try await revision()
         var b = connection.channel.allocator.buffer(capacity: 64)
         b.writeString(#"{"revision":"\#(rev)","physical":true}"#)
-        _ = try await post("/v3/kv/compaction", b)
+        let response = try await connection.request(method: .POST, uri: "/v3/kv/compaction", body: b)
+        if response.status == .ok { return }
+        let text = String(buffer: response.body)
+        // Nothing written since the last compaction: already compacted at this revision.
+        if text.contains("required revision has been compacted") { return }
+        throw BenchError.serverError("etcd /v3/kv/compaction: HTTP \(response.status.code): \(text.prefix(300))")
     }
 
     public func close() async {
@@ -431,7 +436,7 @@ public final class EtcdWatcher: BenchWatcher {
             created.fail(error)
             throw error
         }
-        let timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)) {
+        let timer = loop.scheduleTask(in: .nanoseconds(timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) {
             created.fail(BenchError.timeout("etcd watch not created within \(timeout)"))
         }
         do {

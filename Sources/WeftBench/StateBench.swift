@@ -172,14 +172,19 @@ public struct StateBench: Sendable {
     // MARK: Throughput / latency step
 
     private struct ClientStats: Sendable {
-        var histogram: LatencyHistogram
+        /// Latencies of the ops that completed after the warm-up (including those in flight at
+        /// the end).
+        var histogram = LatencyHistogram()
         var lastCompletion: ContinuousClock.Instant?
     }
 
     /// `clients` closed-loop clients, each on its own connection, issue `op` on random keys of
-    /// the size's key space for warm-up + duration. Ops that start after the warm-up are
-    /// recorded; throughput = recorded ops / (last recorded completion − end of warm-up).
-    /// Get steps expect the keys to be prefilled and check every reply's size.
+    /// the size's key space for warm-up + duration; no op starts after that, the ones in flight
+    /// finish. Every op that completes after the warm-up counts, for latency and throughput:
+    /// opsPerSec = those ops / (last completion − end of warm-up). So slow ops in flight at
+    /// either edge are neither dropped nor make throughput collapse when one op takes about as
+    /// long as the step (32 × 1 MiB puts on etcd). Get steps expect prefilled keys and check
+    /// every reply's size.
     public func runStep(target: any BenchTarget, op: BenchOp, valueBytes: Int, clients: Int) async throws -> BenchResult {
         precondition(op == .get || op == .put, "runStep measures get and put; use measureWatch")
         let keyCount = config.keyCount(valueBytes: valueBytes)
@@ -219,7 +224,7 @@ public struct StateBench: Sendable {
                 for (index, client) in connections.enumerated() {
                     group.addTask {
                         var rng = FastRandom(seed: UInt64(index) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(valueBytes))
-                        var s = ClientStats(histogram: LatencyHistogram(), lastCompletion: nil)
+                        var s = ClientStats()
                         while true {
                             let t0 = clock.now
                             if t0 >= end { break }
@@ -234,7 +239,7 @@ public struct StateBench: Sendable {
                                 try await client.put(key, value)
                             }
                             let t1 = clock.now
-                            if t0 >= measureFrom {
+                            if t1 >= measureFrom {
                                 s.histogram.record(t1 - t0)
                                 s.lastCompletion = t1
                             }

@@ -1,5 +1,123 @@
 import ArgumentParser
+import Foundation
+import WeftBench
+import WeftClient
+import WeftCore
 
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks against peers in the same run.", subcommands: [])
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks against peers in the same run.",
+        subcommands: [BenchState.self])
+}
+
+/// `weft bench state`: Weft vs Redis (get/put) and vs etcd (watch latency), one run, same load generator.
+struct BenchState: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "state",
+        abstract: "Get/put throughput and latency against Redis, watch latency against etcd, in one run.",
+        discussion: """
+            Starts `weft up` (in memory) on a free loopback port, and redis-server (persistence off) \
+            and etcd (default settings) the same way when they are installed; stops them after. \
+            Steps alternate between systems so background noise hits all alike. With --durable \
+            (default on) it also measures put at 4 KiB / 32 clients against `weft up --data DIR \
+            --sync batch`. --json prints exactly one JSON object {"results":[...]}.
+            """)
+
+    @Flag(help: "Shorten every step (~1 s): the whole run takes under a minute.") var quick = false
+    @Flag(help: "Print exactly one JSON object instead of a table.") var json = false
+    @Option(help: "Measured seconds per step (default 5; --quick: 1).") var seconds: Double?
+    @Option(help: "Value sizes in bytes, comma-separated.") var sizes = "64,4096,65536,1048576"
+    @Option(help: "Client counts, comma-separated.") var clients = "1,32"
+    @Option(help: "Operations: get,put (comma-separated).") var ops = "get,put"
+    @Flag(inversion: .prefixedNo, help: "Compare with Redis (when redis-server is installed).") var redis = true
+    @Flag(inversion: .prefixedNo, help: "Measure watch latency, compared with etcd (when installed).") var watch = true
+    @Flag(inversion: .prefixedNo, help: "Also measure durable put (LMDB, --sync batch).") var durable = true
+    @Option(help: "Bench this running Weft server instead of starting one (HOST:PORT).") var server: String?
+    @Flag(help: "Report failed steps and go on instead of stopping.") var keepGoing = false
+
+    func run() async throws {
+        try await Weft.exiting(json: json) {
+            func ints(_ s: String, _ name: String) throws(WeftError) -> [Int] {
+                let v = s.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+                guard !v.isEmpty, v.allSatisfy({ $0 > 0 }) else { throw WeftError(.invalidArgument, "--\(name) '\(s)' is not a list of positive integers") }
+                return v
+            }
+            var config = StateBench.Config(quick: quick)
+            if let seconds { config.durationSeconds = seconds; if quick { config.quick = false; config.durationSeconds = seconds; config.warmupSeconds = 0.2 } }
+            config.valueSizes = try ints(sizes, "sizes")
+            config.clientCounts = try ints(clients, "clients")
+            config.ops = try ops.split(separator: ",").map { s throws(WeftError) in
+                guard let op = BenchOp(rawValue: String(s)), op != .watch else { throw WeftError(.invalidArgument, "unknown op '\(s)' (get, put)") }
+                return op
+            }
+            config.continueOnError = keepGoing
+            let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data("bench: \(line)\n".utf8)) }
+            let exe = Self.selfExecutable()
+
+            var servers: [ManagedServer] = []
+            defer { servers.forEach { $0.stop() } }
+            let weftTarget: WeftTarget
+            if let server {
+                let (h, p) = try WeftClient.parseAddress(server)
+                weftTarget = WeftTarget(host: h, port: p)
+            } else {
+                let s = try ManagedServer.weft(executable: exe)
+                servers.append(s)
+                weftTarget = WeftTarget(host: s.host, port: s.port)
+            }
+            var targets: [any BenchTarget] = [weftTarget]
+            if redis {
+                if let r = try ManagedServer.redis() {
+                    servers.append(r)
+                    targets.append(RedisTarget(host: r.host, port: r.port))
+                } else {
+                    log("redis-server not installed: no Redis comparison")
+                }
+            }
+            var results: [BenchResult] = []
+            var throughput = config
+            throughput.watch = false
+            if !throughput.ops.isEmpty {
+                results += try await StateBench(config: throughput).run(targets: targets, log: log)
+            }
+            if watch {
+                var watchTargets: [any BenchTarget] = [weftTarget]
+                if let e = try ManagedServer.etcd() {
+                    servers.append(e)
+                    watchTargets.append(EtcdTarget(host: e.host, port: e.port))
+                } else {
+                    log("etcd not installed: no etcd comparison")
+                }
+                var w = config
+                w.ops = []
+                w.watch = true
+                results += try await StateBench(config: w).run(targets: watchTargets, log: log)
+            }
+            for i in results.indices where results[i].system == "weft" { results[i].storage = "memory" }
+            if durable && server == nil {
+                let dir = FileManager.default.temporaryDirectory.appendingPathComponent("weft-bench-\(UUID().uuidString)").path
+                defer { try? FileManager.default.removeItem(atPath: dir) }
+                let d = try ManagedServer.weft(executable: exe, arguments: ["--data", dir, "--sync", "batch"])
+                defer { d.stop() }
+                var dc = config
+                dc.ops = [.put]
+                dc.watch = false
+                dc.valueSizes = [4096]
+                dc.clientCounts = [32]
+                var rows = try await StateBench(config: dc).run(targets: [WeftTarget(host: d.host, port: d.port)], log: log)
+                for i in rows.indices { rows[i].storage = "lmdb-batch" }
+                results += rows
+            }
+            if json {
+                FileHandle.standardOutput.write(Data((renderJSON(results) + "\n").utf8))
+            } else {
+                FileHandle.standardOutput.write(Data(renderTable(results).utf8))
+            }
+        }
+    }
+
+    /// This very executable, to start `weft up` from.
+    static func selfExecutable() -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
 }
