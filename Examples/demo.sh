@@ -32,8 +32,12 @@ for i in 1 2 3; do "$WEFT" state add visits 1 >/dev/null; done
 echo "visits = $("$WEFT" state get visits)"
 
 echo "== barrier of 3 parties"
-for p in a b c; do ( n=$("$WEFT" barrier demo --parties 3 --timeout 10); echo "party $p passed the barrier (arrived #$n)" ) & done
-wait %2 %3 %4 2>/dev/null || wait
+PARTIES=()
+for p in a b c; do
+  ( n=$("$WEFT" barrier demo --parties 3 --timeout 10); echo "party $p passed the barrier (arrived #$n)" ) &
+  PARTIES+=($!)
+done
+wait "${PARTIES[@]}"
 
 echo "== status"
 "$WEFT" status

@@ -146,6 +146,26 @@ struct ProcessTests {
         #expect(text.contains("all 3 nodes registered"))
         #expect(text.contains("nodes/node-1") && text.contains("nodes/node-3"))
     }
+
+    @Test func benchStatePrintsOneJSONObjectWithPeers() throws {
+        let r = try WeftBinary.run(
+            ["bench", "state", "--seconds", "0.2", "--sizes", "64", "--clients", "1", "--json"], timeoutSeconds: 120)
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        let rows = obj?["results"] as? [[String: Any]] ?? []
+        let systems = Set(rows.compactMap { $0["system"] as? String })
+        #expect(systems.contains("weft"))
+        // make test installs redis-server and etcd: the peers must be in the same run.
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") { #expect(systems.contains("redis")) }
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/etcd") { #expect(systems.contains("etcd")) }
+        for row in rows {
+            for field in ["op", "valueBytes", "clients", "opsPerSec", "p50Us", "p99Us"] {
+                #expect(row[field] != nil, "row lacks \(field): \(row)")
+            }
+            #expect((row["opsPerSec"] as? Double ?? 0) > 0, "no throughput measured: \(row)")
+        }
+        #expect(rows.contains { $0["op"] as? String == "watch" && $0["system"] as? String == "weft" })
+    }
 }
 
 /// Highest acknowledged version per key, shared by writer tasks.
