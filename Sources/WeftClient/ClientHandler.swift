@@ -71,7 +71,7 @@ final class ClientHandler: ChannelDuplexHandler {
             watches[id] = w
         case .none: break
         }
-        var buffer = context.channel.allocator.buffer(capacity: 64)
+        var buffer = context.channel.allocator.buffer(capacity: 96 + out.request.payloadBytes)
         buffer.writeRequest(id: id, out.request)
         context.write(wrapOutboundOut(buffer), promise: promise)
     }

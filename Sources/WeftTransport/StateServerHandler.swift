@@ -165,15 +165,19 @@ final class StateServerHandler: ChannelDuplexHandler {
     private func complete(id: UInt64, _ result: Result<StateResponse, WeftError>) {
         inFlight -= 1
         guard let context, !closing else { return }
-        let info = shared.info
-        let limit = shared.limits.listResponseBytesMax
-        write(context: context) { buffer in
-            if case .success(.list(let entries, let more, let revision)) = result {
-                let cut = Self.cutList(entries, bytesMax: limit)
-                buffer.writeResponse(id: id, .success(.list(entries: cut, more: more || cut.count < entries.count, revision: revision)))
-            } else {
-                buffer.writeResponse(id: id, result, info: info)
+        switch result {
+        case .success(.value(let kv)):
+            write(context: context, capacity: 96 + kv.key.utf8.count + kv.value.count) { $0.writeResponse(id: id, result) }
+        case .success(.list(let entries, let more, let revision)):
+            let cut = Self.cutList(entries, bytesMax: shared.limits.listResponseBytesMax)
+            write(context: context) {
+                $0.writeResponse(id: id, .success(.list(entries: cut, more: more || cut.count < entries.count, revision: revision)))
             }
+        case .success(.status):
+            let info = shared.info
+            write(context: context) { $0.writeResponse(id: id, result, info: info) }
+        default:
+            write(context: context) { $0.writeResponse(id: id, result) }
         }
         if !inReadBatch { flushIfNeeded(context: context) }
         resumeReadingIfPossible(context: context)
@@ -237,8 +241,8 @@ final class StateServerHandler: ChannelDuplexHandler {
 
     // MARK: writing
 
-    private func write(context: ChannelHandlerContext, _ body: (inout ByteBuffer) -> Void) {
-        var buffer = context.channel.allocator.buffer(capacity: 64)
+    private func write(context: ChannelHandlerContext, capacity: Int = 64, _ body: (inout ByteBuffer) -> Void) {
+        var buffer = context.channel.allocator.buffer(capacity: capacity)
         body(&buffer)
         context.write(wrapOutboundOut(buffer), promise: nil)
         needsFlush = true

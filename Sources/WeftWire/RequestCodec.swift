@@ -9,6 +9,18 @@ public enum ServerRequest: Sendable, Equatable {
     case cancelWatch(watchID: UInt64)
 }
 
+extension ServerRequest {
+    /// Bytes of value this request carries in its frame payload (a sizing hint).
+    public var payloadBytes: Int {
+        guard case .state(let s) = self else { return 0 }
+        switch s {
+        case .put(_, let value, _, _): return value.count
+        case .writeRange(_, _, let bytes, _), .append(_, let bytes, _): return bytes.count
+        default: return 0
+        }
+    }
+}
+
 /// The outcome of decoding one request frame.
 public enum DecodedRequest: Sendable {
     case request(id: UInt64, ServerRequest)
@@ -21,6 +33,12 @@ public enum DecodedRequest: Sendable {
 public enum RequestCodec {
     /// Decodes a request frame; validates keys (UTF-8, length, NUL) and value sizes.
     public static func decode(_ frame: RawFrame, limits: StoreLimits) -> DecodedRequest {
+        if let fast = FastDecode.request(frame, limits: limits) { return fast }
+        return decodeWithGeneratedCode(frame, limits: limits)
+    }
+
+    /// Decodes any request frame through the generated protobuf code.
+    public static func decodeWithGeneratedCode(_ frame: RawFrame, limits: StoreLimits) -> DecodedRequest {
         let header: Weft_V1_Request
         do {
             header = try Weft_V1_Request(frameHeader: frame.header)
@@ -104,6 +122,21 @@ public enum RequestCodec {
 extension ByteBuffer {
     /// Writes a request frame (client side).
     public mutating func writeRequest(id: UInt64, _ request: ServerRequest) {
+        switch request {
+        case .state(.get(let key, nil, nil)):
+            writeGetRequestFast(id: id, key: key)
+            return
+        case .state(.put(let key, let value, let ifVersion, let lease)):
+            writePutRequestFast(id: id, key: key, value: value, ifVersion: ifVersion, lease: lease)
+            return
+        default:
+            break
+        }
+        writeRequestWithGeneratedCode(id: id, request)
+    }
+
+    /// Writes a request frame through the generated protobuf code (every operation).
+    public mutating func writeRequestWithGeneratedCode(id: UInt64, _ request: ServerRequest) {
         var r = Weft_V1_Request()
         r.id = id
         var payload: [UInt8] = []

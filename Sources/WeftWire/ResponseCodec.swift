@@ -38,6 +38,21 @@ extension Weft_V1_Entry {
 extension ByteBuffer {
     /// Writes the response to a state request (server side).
     public mutating func writeResponse(id: UInt64, _ result: Result<StateResponse, WeftError>, info: ServerInfo? = nil) {
+        switch result {
+        case .success(.value(let kv)):
+            writeValueResponseFast(id: id, kv)
+            return
+        case .success(.written(let version, let length)):
+            writeWrittenResponseFast(id: id, version: version, length: length)
+            return
+        default:
+            break
+        }
+        writeResponseWithGeneratedCode(id: id, result, info: info)
+    }
+
+    /// Writes a response frame through the generated protobuf code (every kind of response).
+    public mutating func writeResponseWithGeneratedCode(id: UInt64, _ result: Result<StateResponse, WeftError>, info: ServerInfo? = nil) {
         var r = Weft_V1_Response()
         r.id = id
         switch result {
@@ -153,6 +168,12 @@ extension ByteBuffer {
 public enum ResponseCodec {
     /// Decodes a response frame (client side).
     public static func decode(_ frame: RawFrame) throws(WeftError) -> (id: UInt64, ClientResponse) {
+        if let fast = FastDecode.response(frame) { return fast }
+        return try decodeWithGeneratedCode(frame)
+    }
+
+    /// Decodes any response frame through the generated protobuf code.
+    public static func decodeWithGeneratedCode(_ frame: RawFrame) throws(WeftError) -> (id: UInt64, ClientResponse) {
         let r: Weft_V1_Response
         do {
             r = try Weft_V1_Response(frameHeader: frame.header)

@@ -1,0 +1,156 @@
+import NIOCore
+import WeftCore
+
+/// Hand-written protobuf decoding for the hottest frames (get/put requests, value/written
+/// responses). It accepts a strict subset — each known field at most once, no unknown fields,
+/// well-formed varints — and returns nil for anything else, which then goes through the
+/// generated code; so it never accepts what the generated code would refuse, nor decodes
+/// anything differently. Tests check it against the generated code.
+struct ProtoReader {
+    private let bytes: UnsafeRawBufferPointer
+    private(set) var offset = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    var atEnd: Bool { offset >= bytes.count }
+
+    mutating func varint() -> UInt64? {
+        var result: UInt64 = 0
+        var shift: UInt64 = 0
+        while offset < bytes.count, shift < 64 {
+            let b = bytes[offset]
+            offset += 1
+            result |= UInt64(b & 0x7F) << shift
+            if b < 0x80 { return result }
+            shift += 7
+        }
+        return nil
+    }
+
+    /// A length-delimited field's bytes, as a range of the underlying buffer.
+    mutating func lengthDelimited() -> Range<Int>? {
+        guard let n = varint(), n <= UInt64(bytes.count - offset) else { return nil }
+        let start = offset
+        offset += Int(n)
+        return start..<offset
+    }
+
+    func sub(_ range: Range<Int>) -> ProtoReader {
+        ProtoReader(UnsafeRawBufferPointer(rebasing: bytes[range]))
+    }
+
+    func array(_ range: Range<Int>) -> [UInt8] { Array(bytes[range]) }
+}
+
+enum FastDecode {
+    /// Decodes `Request{id, get{key}}` and `Request{id, put{key, if_version?, lease}}`.
+    static func request(_ frame: RawFrame, limits: StoreLimits) -> DecodedRequest? {
+        frame.header.withUnsafeReadableBytes { raw -> DecodedRequest? in
+            var r = ProtoReader(raw)
+            var id: UInt64?
+            var op: (field: UInt64, range: Range<Int>)?
+            while !r.atEnd {
+                guard let tag = r.varint() else { return nil }
+                switch tag {
+                case 0x08:
+                    guard id == nil, let v = r.varint() else { return nil }
+                    id = v
+                case 0x52, 0x5A:
+                    guard op == nil, let range = r.lengthDelimited() else { return nil }
+                    op = (tag >> 3, range)
+                default:
+                    return nil
+                }
+            }
+            guard let op else { return nil }
+            let requestID = id ?? 0
+            var m = r.sub(op.range)
+            var key: [UInt8]?
+            var ifVersion: UInt64?
+            var lease: UInt64?
+            while !m.atEnd {
+                guard let tag = m.varint() else { return nil }
+                switch (op.field, tag) {
+                case (_, 0x0A):
+                    guard key == nil, let range = m.lengthDelimited() else { return nil }
+                    key = m.array(range)
+                case (11, 0x18):
+                    guard ifVersion == nil, let v = m.varint() else { return nil }
+                    ifVersion = v
+                case (11, 0x20):
+                    guard lease == nil, let v = m.varint() else { return nil }
+                    lease = v
+                default:
+                    return nil
+                }
+            }
+            let keyString: String
+            do throws(WeftError) {
+                keyString = try StateKey.validate(bytes: key ?? [], limits: limits)
+            } catch {
+                return .invalid(id: requestID, error)
+            }
+            if op.field == 10 {
+                return .request(id: requestID, .state(.get(key: keyString)))
+            }
+            let payload = frame.payload
+            guard payload.readableBytes <= limits.valueBytesMax else {
+                return .invalid(id: requestID, WeftError(.valueTooLarge, "value of \(payload.readableBytes) bytes exceeds the limit of \(limits.valueBytesMax)"))
+            }
+            let value = payload.getBytes(at: payload.readerIndex, length: payload.readableBytes) ?? []
+            return .request(id: requestID, .state(.put(key: keyString, value: value, ifVersion: ifVersion, lease: LeaseID(bitPattern: lease ?? 0))))
+        }
+    }
+
+    /// Decodes `Response{id, value: Entry}` and `Response{id, written}`.
+    static func response(_ frame: RawFrame) -> (UInt64, ClientResponse)? {
+        frame.header.withUnsafeReadableBytes { raw -> (UInt64, ClientResponse)? in
+            var r = ProtoReader(raw)
+            var id: UInt64?
+            var result: (field: UInt64, range: Range<Int>)?
+            while !r.atEnd {
+                guard let tag = r.varint() else { return nil }
+                switch tag {
+                case 0x08:
+                    guard id == nil, let v = r.varint() else { return nil }
+                    id = v
+                case 0x52, 0x62:
+                    guard result == nil, let range = r.lengthDelimited() else { return nil }
+                    result = (tag >> 3, range)
+                default:
+                    return nil
+                }
+            }
+            guard let result else { return nil }
+            var m = r.sub(result.range)
+            var fields: [UInt64?] = [nil, nil, nil, nil, nil, nil]
+            var key: [UInt8]?
+            while !m.atEnd {
+                guard let tag = m.varint() else { return nil }
+                let field = tag >> 3
+                if result.field == 10 && tag == 0x0A {
+                    guard key == nil, let range = m.lengthDelimited() else { return nil }
+                    key = m.array(range)
+                    continue
+                }
+                let maxField: UInt64 = result.field == 10 ? 5 : 2
+                guard tag & 7 == 0, field >= (result.field == 10 ? 2 : 1), field <= maxField, fields[Int(field)] == nil,
+                      let v = m.varint() else { return nil }
+                fields[Int(field)] = v
+            }
+            let responseID = id ?? 0
+            if result.field == 12 {
+                return (responseID, .state(.success(.written(version: fields[1] ?? 0, length: fields[2] ?? 0))))
+            }
+            guard let keyString = String(validating: key ?? [], as: UTF8.self) else { return nil }
+            let valueLength = fields[5] ?? 0
+            let payload = frame.payload
+            guard valueLength == UInt64(payload.readableBytes),
+                  let value = payload.getBytes(at: payload.readerIndex, length: Int(valueLength)) else { return nil }
+            let kv = KeyValue(
+                key: keyString, value: value, version: fields[2] ?? 0, createRevision: fields[3] ?? 0,
+                lease: LeaseID(bitPattern: fields[4] ?? 0))
+            return (responseID, .state(.success(.value(kv))))
+        }
+    }
+}
