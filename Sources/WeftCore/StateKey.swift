@@ -2,6 +2,7 @@
 /// `/` is a convention for hierarchy; prefix operations (list, watch) rely on it.
 public enum StateKey {
     /// Validates a key that arrived as raw bytes (from the wire) and returns it as a String.
+    @inlinable
     public static func validate<Bytes: Collection>(bytes: Bytes, limits: StoreLimits = .default) throws(WeftError) -> String
     where Bytes.Element == UInt8 {
         guard !bytes.isEmpty else { throw WeftError(.invalidKey, "key is empty") }
@@ -17,11 +18,20 @@ public enum StateKey {
 
     /// Validates a key given as a Swift string.
     @discardableResult
+    @inlinable
     public static func validate(_ key: String, limits: StoreLimits = .default) throws(WeftError) -> String {
-        try validate(bytes: key.utf8, limits: limits)
+        // A Swift String is valid UTF-8 already: only length and NUL are left to check.
+        let count = key.utf8.count
+        guard count > 0 else { throw WeftError(.invalidKey, "key is empty") }
+        guard count <= limits.keyBytesMax else {
+            throw WeftError(.invalidKey, "key is \(count) bytes, the maximum is \(limits.keyBytesMax)")
+        }
+        guard !key.utf8.contains(0) else { throw WeftError(.invalidKey, "key contains a NUL byte") }
+        return key
     }
 
     /// Validates a prefix for list/watch: may be empty (everything), otherwise like a key.
+    @inlinable
     public static func validatePrefix<Bytes: Collection>(bytes: Bytes, limits: StoreLimits = .default) throws(WeftError) -> String
     where Bytes.Element == UInt8 {
         if bytes.isEmpty { return "" }

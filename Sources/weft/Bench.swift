@@ -36,6 +36,7 @@ struct BenchState: AsyncParsableCommand {
     @Flag(help: "Report failed steps and go on instead of stopping.") var keepGoing = false
 
     func run() async throws {
+        MallocTuning.apply()
         try await Weft.exiting(json: json) {
             func ints(_ s: String, _ name: String) throws(WeftError) -> [Int] {
                 let v = s.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }

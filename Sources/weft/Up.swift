@@ -50,6 +50,7 @@ struct Up: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
+        MallocTuning.apply()
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = logLevel
