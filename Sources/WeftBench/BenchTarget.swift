@@ -151,3 +151,39 @@ final class NoticeQueue: Sendable {
 /// Read buffers that grow up to 1 MiB, so large values arrive in few reads (used by the Redis
 /// and etcd clients alike).
 let largeValueRecvAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 4096, maximum: 1 << 20)
+
+/// Re-stamps a watcher's notices when a task of the consumer receives them, rather than when
+/// its channel handler read them. Weft's watch reaches the bench through an async sequence
+/// consumed by a task (`WeftBenchWatcher`), so both systems are measured to the same point:
+/// "the application's task has the event", one event-loop→task hop after the socket.
+final class TaskStampedWatcher: BenchWatcher {
+    private let inner: any BenchWatcher
+    private let queue = NoticeQueue()
+    private let pump: Task<Void, Never>
+
+    init(_ inner: any BenchWatcher) {
+        self.inner = inner
+        let queue = self.queue
+        pump = Task {
+            while !Task.isCancelled {
+                do {
+                    var notice = try await inner.next(timeout: .seconds(3600))
+                    notice.receivedAt = ContinuousClock.now
+                    queue.push(notice)
+                } catch {
+                    queue.finish(error)
+                    return
+                }
+            }
+        }
+    }
+
+    func next(timeout: Duration) async throws -> WatchNotice {
+        try await queue.next(timeout: timeout)
+    }
+
+    func close() async {
+        pump.cancel()
+        await inner.close()
+    }
+}

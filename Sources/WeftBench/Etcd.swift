@@ -116,7 +116,7 @@ public struct EtcdTarget: WatchableBenchTarget {
     }
 
     public func makeWatcher(key: String) async throws -> any BenchWatcher {
-        try await EtcdWatcher.start(host: host, port: port, key: key, group: group)
+        TaskStampedWatcher(try await EtcdWatcher.start(host: host, port: port, key: key, group: group))
     }
 
     public func afterStep() async throws {

@@ -86,14 +86,19 @@ extension WeftClient {
     /// Acquires the lock `name`, waiting up to `timeoutMs` (nil = forever). The lock lives on
     /// a lease of `ttlSeconds`, refreshed while held: a holder that dies frees it within a TTL.
     public func lock(_ name: String, ttlSeconds: Int64 = 10, timeoutMs: Int64? = nil, holder: String = "") async throws(WeftError) -> WeftLock {
-        let key = RecipeKeys.lock(name)
+        try await acquireExclusive(name: name, key: RecipeKeys.lock(name), value: Array(holder.utf8), ttlSeconds: ttlSeconds, timeoutMs: timeoutMs)
+    }
+
+    /// Creates `key` under a fresh lease once nobody else holds it (waiting for the holder's
+    /// key to go), and keeps the lease alive. Shared by locks and elections.
+    func acquireExclusive(name: String, key: String, value: [UInt8], ttlSeconds: Int64, timeoutMs: Int64?) async throws(WeftError) -> WeftLock {
         try StateKey.validate(key)
         let deadline = Self.deadline(afterMs: timeoutMs)
         let lease = try await grantLease(ttlSeconds: ttlSeconds)
         do throws(WeftError) {
             while true {
                 do {
-                    let token = try await put(key, Array(holder.utf8), ifVersion: 0, lease: lease)
+                    let token = try await put(key, value, ifVersion: 0, lease: lease)
                     return WeftLock(name: name, key: key, token: token, keeper: LeaseKeeper(client: self, lease: lease, ttlSeconds: ttlSeconds), client: self)
                 } catch where error.code == .versionMismatch {
                     let current: KeyValue
@@ -104,7 +109,7 @@ extension WeftClient {
                     }
                     try await waitForChange(of: key, after: current.version, deadline: deadline)
                 }
-                if let deadline, ContinuousClock.now >= deadline { throw WeftError(.timeout, "lock '\(name)' not acquired in time") }
+                if let deadline, ContinuousClock.now >= deadline { throw WeftError(.timeout, "'\(name)' not acquired in time") }
             }
         } catch {
             _ = try? await revoke(lease: lease)
@@ -189,24 +194,7 @@ extension WeftClient {
 extension WeftClient {
     /// Campaigns for leadership of `name` with `value`; returns once elected.
     public func campaign(_ name: String, value: [UInt8], ttlSeconds: Int64 = 10, timeoutMs: Int64? = nil) async throws(WeftError) -> WeftLock {
-        let key = RecipeKeys.election(name)
-        let deadline = Self.deadline(afterMs: timeoutMs)
-        let lease = try await grantLease(ttlSeconds: ttlSeconds)
-        do throws(WeftError) {
-            while true {
-                do {
-                    let token = try await put(key, value, ifVersion: 0, lease: lease)
-                    return WeftLock(name: name, key: key, token: token, keeper: LeaseKeeper(client: self, lease: lease, ttlSeconds: ttlSeconds), client: self)
-                } catch where error.code == .versionMismatch {
-                    let current: KeyValue
-                    do { current = try await get(key) } catch where error.code == .notFound { continue }
-                    try await waitForChange(of: key, after: current.version, deadline: deadline)
-                }
-            }
-        } catch {
-            _ = try? await revoke(lease: lease)
-            throw error
-        }
+        try await acquireExclusive(name: name, key: RecipeKeys.election(name), value: value, ttlSeconds: ttlSeconds, timeoutMs: timeoutMs)
     }
 
     /// The current leader's value and version, nil if there is none.

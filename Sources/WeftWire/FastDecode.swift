@@ -43,27 +43,32 @@ struct ProtoReader {
 }
 
 enum FastDecode {
+    /// Reads a Request/Response envelope: field 1 (id) and exactly one of the given
+    /// length-delimited fields; anything else → nil.
+    private static func envelope(_ r: inout ProtoReader, resultTags: [UInt64]) -> (UInt64, (field: UInt64, range: Range<Int>))? {
+        var id: UInt64?
+        var body: (field: UInt64, range: Range<Int>)?
+        while !r.atEnd {
+            guard let tag = r.varint() else { return nil }
+            if tag == 0x08 {
+                guard id == nil, let v = r.varint() else { return nil }
+                id = v
+            } else if resultTags.contains(tag) {
+                guard body == nil, let range = r.lengthDelimited() else { return nil }
+                body = (tag >> 3, range)
+            } else {
+                return nil
+            }
+        }
+        guard let body else { return nil }
+        return (id ?? 0, body)
+    }
+
     /// Decodes `Request{id, get{key}}` and `Request{id, put{key, if_version?, lease}}`.
     static func request(_ frame: RawFrame, limits: StoreLimits) -> DecodedRequest? {
         frame.header.withUnsafeReadableBytes { raw -> DecodedRequest? in
             var r = ProtoReader(raw)
-            var id: UInt64?
-            var op: (field: UInt64, range: Range<Int>)?
-            while !r.atEnd {
-                guard let tag = r.varint() else { return nil }
-                switch tag {
-                case 0x08:
-                    guard id == nil, let v = r.varint() else { return nil }
-                    id = v
-                case 0x52, 0x5A:
-                    guard op == nil, let range = r.lengthDelimited() else { return nil }
-                    op = (tag >> 3, range)
-                default:
-                    return nil
-                }
-            }
-            guard let op else { return nil }
-            let requestID = id ?? 0
+            guard let (requestID, op) = envelope(&r, resultTags: [0x52, 0x5A]) else { return nil }
             var m = r.sub(op.range)
             var key: [UInt8]?
             var ifVersion: UInt64?
@@ -84,21 +89,16 @@ enum FastDecode {
                     return nil
                 }
             }
-            let keyString: String
             do throws(WeftError) {
-                keyString = try StateKey.validate(bytes: key ?? [], limits: limits)
+                let keyString = try StateKey.validate(bytes: key ?? [], limits: limits)
+                if op.field == 10 {
+                    return .request(id: requestID, .state(.get(key: keyString)))
+                }
+                let value = try RequestCodec.value(frame.payload, limits)
+                return .request(id: requestID, .state(.put(key: keyString, value: value, ifVersion: ifVersion, lease: LeaseID(bitPattern: lease ?? 0))))
             } catch {
                 return .invalid(id: requestID, error)
             }
-            if op.field == 10 {
-                return .request(id: requestID, .state(.get(key: keyString)))
-            }
-            let payload = frame.payload
-            guard payload.readableBytes <= limits.valueBytesMax else {
-                return .invalid(id: requestID, WeftError(.valueTooLarge, "value of \(payload.readableBytes) bytes exceeds the limit of \(limits.valueBytesMax)"))
-            }
-            let value = payload.getBytes(at: payload.readerIndex, length: payload.readableBytes) ?? []
-            return .request(id: requestID, .state(.put(key: keyString, value: value, ifVersion: ifVersion, lease: LeaseID(bitPattern: lease ?? 0))))
         }
     }
 
@@ -106,22 +106,7 @@ enum FastDecode {
     static func response(_ frame: RawFrame) -> (UInt64, ClientResponse)? {
         frame.header.withUnsafeReadableBytes { raw -> (UInt64, ClientResponse)? in
             var r = ProtoReader(raw)
-            var id: UInt64?
-            var result: (field: UInt64, range: Range<Int>)?
-            while !r.atEnd {
-                guard let tag = r.varint() else { return nil }
-                switch tag {
-                case 0x08:
-                    guard id == nil, let v = r.varint() else { return nil }
-                    id = v
-                case 0x52, 0x62:
-                    guard result == nil, let range = r.lengthDelimited() else { return nil }
-                    result = (tag >> 3, range)
-                default:
-                    return nil
-                }
-            }
-            guard let result else { return nil }
+            guard let (responseID, result) = envelope(&r, resultTags: [0x52, 0x62]) else { return nil }
             var m = r.sub(result.range)
             var fields: [UInt64?] = [nil, nil, nil, nil, nil, nil]
             var key: [UInt8]?
@@ -138,7 +123,6 @@ enum FastDecode {
                       let v = m.varint() else { return nil }
                 fields[Int(field)] = v
             }
-            let responseID = id ?? 0
             if result.field == 12 {
                 return (responseID, .state(.success(.written(version: fields[1] ?? 0, length: fields[2] ?? 0))))
             }

@@ -61,7 +61,8 @@ public enum RequestCodec {
         try StateKey.validate(bytes: bytes, limits: limits)
     }
 
-    private static func value(_ payload: ByteBuffer, _ limits: StoreLimits) throws(WeftError) -> [UInt8] {
+    /// The frame payload as a value, refused above the value size limit.
+    static func value(_ payload: ByteBuffer, _ limits: StoreLimits) throws(WeftError) -> [UInt8] {
         guard payload.readableBytes <= limits.valueBytesMax else {
             throw WeftError(.valueTooLarge, "value of \(payload.readableBytes) bytes exceeds the limit of \(limits.valueBytesMax)")
         }
