@@ -24,9 +24,6 @@ public final class MemoryStore: StateStore, Sendable {
     let watcherCount = WatcherCount()
     private let lastRevision: Atomic<Revision>
 
-    /// Most value bytes one shard keeps in its watch history; older events are compacted.
-    static let historyValueBytesMaxPerShard = 4 << 20
-
     /// Creates an empty store, or one holding `recovered` (from a durable store's recovery).
     ///
     /// - Parameters:
@@ -58,7 +55,7 @@ public final class MemoryStore: StateStore, Sendable {
         shards = (0..<shardCount).map { _ in
             Shard(hub: WatchHub(
                 historyCount: limits.watchHistoryPerShard,
-                historyValueBytesMax: Self.historyValueBytesMaxPerShard,
+                historyValueBytesMax: limits.watchHistoryValueBytesPerShard,
                 compactedThrough: startRevision))
         }
         if let recovered { load(recovered) }

@@ -8,6 +8,9 @@ public struct StoreLimits: Sendable, Equatable {
     public var listLimitMax: Int
     /// Watch events kept per shard for watches that start in the past.
     public var watchHistoryPerShard: Int
+    /// Value bytes kept per shard in watch history (older events are compacted): with 64
+    /// shards the default holds at most 64 MiB of history.
+    public var watchHistoryValueBytesPerShard: Int
     /// Events queued for one watcher before it is cut off with `compacted`.
     public var watchBacklogMax: Int
     /// Longest lease TTL, in seconds.
@@ -20,6 +23,7 @@ public struct StoreLimits: Sendable, Equatable {
         keyBytesMax: Int = 1024,
         listLimitMax: Int = 10_000,
         watchHistoryPerShard: Int = 4096,
+        watchHistoryValueBytesPerShard: Int = 1 << 20,
         watchBacklogMax: Int = 10_000,
         leaseTTLSecondsMax: Int64 = 86_400 * 30,
         leasesMax: Int = 1_000_000
@@ -28,6 +32,7 @@ public struct StoreLimits: Sendable, Equatable {
         self.keyBytesMax = keyBytesMax
         self.listLimitMax = listLimitMax
         self.watchHistoryPerShard = watchHistoryPerShard
+        self.watchHistoryValueBytesPerShard = watchHistoryValueBytesPerShard
         self.watchBacklogMax = watchBacklogMax
         self.leaseTTLSecondsMax = leaseTTLSecondsMax
         self.leasesMax = leasesMax

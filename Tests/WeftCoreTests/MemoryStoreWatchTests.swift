@@ -81,10 +81,10 @@ import WeftCore
         _ = try store.watch(.prefix(""), fromRevision: big + 1, includeValues: true, sink: RecordingSink())
     }
 
-    /// The history is bounded by value bytes too (4 MiB per shard): big values push out
+    /// The history is bounded by value bytes too (here 4 MiB per shard): big values push out
     /// older events, and what is left replays in order.
     @Test func historyEvictsByBytesAndKeepsOrder() throws {
-        let store = MemoryStore(limits: StoreLimits(watchHistoryPerShard: 8), shardCount: 1)
+        let store = MemoryStore(limits: StoreLimits(watchHistoryPerShard: 8, watchHistoryValueBytesPerShard: 4 << 20), shardCount: 1)
         func put(_ key: String, _ count: Int) -> Revision {
             writtenVersion(run(store, .put(key: key, value: Array(repeating: UInt8(count % 251), count: count))))!
         }
