@@ -1,6 +1,11 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+/// Release builds of Weft's own modules skip dynamic exclusivity checks: profiling showed
+/// them (swift_beginAccess, its TLS lookups) at ~3% of server CPU. Debug builds and tests
+/// keep them on, so violations are still caught there.
+let releaseSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "weft",
     platforms: [.macOS(.v15)],
@@ -22,7 +27,7 @@ let package = Package(
     targets: [
         // The state model: keys, versions, operations, errors, watch hub, leases, in-memory store.
         // Pure logic: no NIO, no LMDB, no sockets, no files.
-        .target(name: "WeftCore"),
+        .target(name: "WeftCore", swiftSettings: releaseSettings),
 
         // LMDB, from Debian's liblmdb-dev.
         .systemLibrary(
@@ -31,7 +36,7 @@ let package = Package(
             providers: [.apt(["liblmdb-dev"])]
         ),
         // Durable change log and recovery on LMDB.
-        .target(name: "WeftStorage", dependencies: ["WeftCore", "CLMDB"]),
+        .target(name: "WeftStorage", dependencies: ["WeftCore", "CLMDB"], swiftSettings: releaseSettings),
 
         // Generated protobuf code + framing (length-prefixed frames, request ids, raw payload).
         .target(
@@ -40,7 +45,8 @@ let package = Package(
                 "WeftCore",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
-            ]
+            ],
+            swiftSettings: releaseSettings
         ),
         // Transports: TCP on SwiftNIO (server and client connections).
         .target(
@@ -50,7 +56,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: releaseSettings
         ),
         // The client: pooled, pipelined connections, typed errors, recipes.
         .target(
@@ -60,7 +67,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: releaseSettings
         ),
         // Load generator for `weft bench`: drives Weft, Redis (RESP) and etcd (HTTP/JSON API)
         // with the same code.

@@ -11,7 +11,15 @@ struct ByteKey: Hashable, Sendable {
     }
 
     static func == (lhs: ByteKey, rhs: ByteKey) -> Bool {
-        lhs.string.utf8.elementsEqual(rhs.string.utf8)
+        let l = lhs.string.utf8
+        let r = rhs.string.utf8
+        guard l.count == r.count else { return false }
+        // Native strings are contiguous UTF-8: compare the buffers, not view by view.
+        let fast: Bool?? = l.withContiguousStorageIfAvailable { lb in
+            r.withContiguousStorageIfAvailable { rb in lb.elementsEqual(rb) }
+        }
+        if let fast, let equal = fast { return equal }
+        return l.elementsEqual(r)
     }
 
     func hash(into hasher: inout Hasher) {

@@ -73,11 +73,15 @@ public final class MemoryStore: StateStore, Sendable {
     /// Stable across processes and versions, so every node agrees on it.
     public static func shard(of key: String, shardCount: Int) -> Int {
         precondition(shardCount >= 1, "shardCount must be at least 1")
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in key.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
+        func fnv1a<S: Sequence<UInt8>>(_ bytes: S) -> UInt64 {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in bytes {
+                hash ^= UInt64(byte)
+                hash = hash &* 0x0000_0100_0000_01b3
+            }
+            return hash
         }
+        let hash = key.utf8.withContiguousStorageIfAvailable { fnv1a($0) } ?? fnv1a(key.utf8)
         return Int(hash % UInt64(shardCount))
     }
 

@@ -35,8 +35,6 @@ public final class StateServer: Sendable {
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 << 10, maximum: 1 << 20))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(WeftFrameDecoder(limits: shared.limits.frames)))
                     try channel.pipeline.syncOperations.addHandler(StateServerHandler(shared: shared))
                 }
             }

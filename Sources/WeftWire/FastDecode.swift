@@ -39,7 +39,8 @@ struct ProtoReader {
         ProtoReader(UnsafeRawBufferPointer(rebasing: bytes[range]))
     }
 
-    func array(_ range: Range<Int>) -> [UInt8] { Array(bytes[range]) }
+    /// The bytes of `range` without copying them (valid while the frame is).
+    func slice(_ range: Range<Int>) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[range]) }
 }
 
 enum FastDecode {
@@ -70,7 +71,7 @@ enum FastDecode {
             var r = ProtoReader(raw)
             guard let (requestID, op) = envelope(&r, resultTags: [0x52, 0x5A]) else { return nil }
             var m = r.sub(op.range)
-            var key: [UInt8]?
+            var key: UnsafeRawBufferPointer?
             var ifVersion: UInt64?
             var lease: UInt64?
             while !m.atEnd {
@@ -78,7 +79,7 @@ enum FastDecode {
                 switch (op.field, tag) {
                 case (_, 0x0A):
                     guard key == nil, let range = m.lengthDelimited() else { return nil }
-                    key = m.array(range)
+                    key = m.slice(range)
                 case (11, 0x18):
                     guard ifVersion == nil, let v = m.varint() else { return nil }
                     ifVersion = v
@@ -90,7 +91,7 @@ enum FastDecode {
                 }
             }
             do throws(WeftError) {
-                let keyString = try StateKey.validate(bytes: key ?? [], limits: limits)
+                let keyString = try StateKey.validate(bytes: key ?? UnsafeRawBufferPointer(start: nil, count: 0), limits: limits)
                 if op.field == 10 {
                     return .request(id: requestID, .state(.get(key: keyString)))
                 }
@@ -109,13 +110,13 @@ enum FastDecode {
             guard let (responseID, result) = envelope(&r, resultTags: [0x52, 0x62]) else { return nil }
             var m = r.sub(result.range)
             var fields: [UInt64?] = [nil, nil, nil, nil, nil, nil]
-            var key: [UInt8]?
+            var key: UnsafeRawBufferPointer?
             while !m.atEnd {
                 guard let tag = m.varint() else { return nil }
                 let field = tag >> 3
                 if result.field == 10 && tag == 0x0A {
                     guard key == nil, let range = m.lengthDelimited() else { return nil }
-                    key = m.array(range)
+                    key = m.slice(range)
                     continue
                 }
                 let maxField: UInt64 = result.field == 10 ? 5 : 2
@@ -126,7 +127,7 @@ enum FastDecode {
             if result.field == 12 {
                 return (responseID, .state(.success(.written(version: fields[1] ?? 0, length: fields[2] ?? 0))))
             }
-            guard let keyString = String(validating: key ?? [], as: UTF8.self) else { return nil }
+            guard let keyString = String(validating: key ?? UnsafeRawBufferPointer(start: nil, count: 0), as: UTF8.self) else { return nil }
             let valueLength = fields[5] ?? 0
             let payload = frame.payload
             guard valueLength == UInt64(payload.readableBytes),

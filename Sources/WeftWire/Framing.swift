@@ -45,10 +45,9 @@ public struct FrameLimits: Sendable {
     }
 }
 
-/// Splits the byte stream into frames: `u32 frameLength | u32 headerLength | header | payload`.
-public struct WeftFrameDecoder: ByteToMessageDecoder {
-    public typealias InboundOut = InboundFrame
-
+/// Splits a byte stream into frames: `u32 frameLength | u32 headerLength | header | payload`.
+/// Used by `WeftFrameDecoder` and directly by handlers that keep their own read buffer.
+public struct FrameParser: Sendable {
     private let limits: FrameLimits
     private var skipBytesRemaining = 0
 
@@ -56,17 +55,18 @@ public struct WeftFrameDecoder: ByteToMessageDecoder {
         self.limits = limits
     }
 
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    /// The next frame in `buffer` (consumed from it), or nil when more bytes are needed.
+    public mutating func next(_ buffer: inout ByteBuffer) throws(FramingError) -> InboundFrame? {
         if skipBytesRemaining > 0 {
             let n = min(skipBytesRemaining, buffer.readableBytes)
             buffer.moveReaderIndex(forwardBy: n)
             skipBytesRemaining -= n
-            return skipBytesRemaining == 0 ? .continue : .needMoreData
+            if skipBytesRemaining > 0 { return nil }
         }
         guard buffer.readableBytes >= 8,
             let frameLength = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self),
             let headerLength = buffer.getInteger(at: buffer.readerIndex + 4, as: UInt32.self)
-        else { return .needMoreData }
+        else { return nil }
         let frameBytes = Int(frameLength)
         let headerBytes = Int(headerLength)
         guard headerBytes + 4 <= frameBytes else {
@@ -76,24 +76,39 @@ public struct WeftFrameDecoder: ByteToMessageDecoder {
             throw FramingError("header of \(headerBytes) bytes exceeds the limit of \(limits.headerBytesMax)")
         }
         if frameBytes > limits.frameBytesMax {
-            guard buffer.readableBytes >= 8 + headerBytes else { return .needMoreData }
+            guard buffer.readableBytes >= 8 + headerBytes else { return nil }
             let header = buffer.getSlice(at: buffer.readerIndex + 8, length: headerBytes)!
             buffer.moveReaderIndex(forwardBy: 8 + headerBytes)
             skipBytesRemaining = frameBytes - 4 - headerBytes
-            context.fireChannelRead(wrapInboundOut(.oversized(header: header, frameBytes: frameBytes)))
-            return .continue
+            return .oversized(header: header, frameBytes: frameBytes)
         }
         guard buffer.readableBytes >= 4 + frameBytes else {
-            // Grow the cumulation buffer once to the whole frame instead of doubling repeatedly.
+            // Grow the read buffer once to the whole frame instead of doubling repeatedly.
             if buffer.capacity - buffer.readerIndex < 4 + frameBytes, frameBytes > 64 << 10 {
                 buffer.reserveCapacity(minimumWritableBytes: 4 + frameBytes - buffer.readableBytes)
             }
-            return .needMoreData
+            return nil
         }
         buffer.moveReaderIndex(forwardBy: 8)
         let header = buffer.readSlice(length: headerBytes)!
         let payload = buffer.readSlice(length: frameBytes - 4 - headerBytes)!
-        context.fireChannelRead(wrapInboundOut(.frame(RawFrame(header: header, payload: payload))))
+        return .frame(RawFrame(header: header, payload: payload))
+    }
+}
+
+/// `FrameParser` as a NIO decoder (the client's pipeline uses it).
+public struct WeftFrameDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = InboundFrame
+
+    private var parser: FrameParser
+
+    public init(limits: FrameLimits) {
+        parser = FrameParser(limits: limits)
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let frame = try parser.next(&buffer) else { return .needMoreData }
+        context.fireChannelRead(wrapInboundOut(frame))
         return .continue
     }
 
