@@ -62,8 +62,11 @@ public final class WeftClient: Sendable {
         return try await connect(host: host, port: port, connections: connections)
     }
 
-    public static func parseAddress(_ address: String) throws(WeftError) -> (String, Int) {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (1...65535).contains(port) else {
+    /// Splits "HOST:PORT" ("[v6]:PORT" too; an empty host means 127.0.0.1). Port 0 ("any free
+    /// port") is accepted only where a server binds, with `allowAnyPort`.
+    public static func parseAddress(_ address: String, allowAnyPort: Bool = false) throws(WeftError) -> (String, Int) {
+        let lowest = allowAnyPort ? 0 : 1
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (lowest...65535).contains(port) else {
             throw WeftError(.invalidArgument, "address '\(address)' is not HOST:PORT")
         }
         var host = String(address[..<colon])

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+import WeftClient
 import WeftCore
 import WeftStorage
 import WeftTransport
@@ -61,7 +62,7 @@ struct Up: AsyncParsableCommand {
             guard maxValueBytes > 0, maxValueBytes <= 1 << 30 else {
                 throw WeftError(.invalidArgument, "--max-value-bytes must be in 1...\(1 << 30)")
             }
-            let (host, port) = try parseListen(listen)
+            let (host, port) = try WeftClient.parseAddress(listen, allowAnyPort: true)
             var limits = StoreLimits.default
             limits.valueBytesMax = maxValueBytes
 
@@ -101,14 +102,6 @@ struct Up: AsyncParsableCommand {
             changeLog?.close()
             try? await group.shutdownGracefully()
         }
-    }
-
-    private func parseListen(_ s: String) throws(WeftError) -> (String, Int) {
-        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port) else {
-            throw WeftError(.invalidArgument, "--listen '\(s)' is not HOST:PORT")
-        }
-        let host = String(s[..<colon])
-        return (host.isEmpty ? "127.0.0.1" : host, port)
     }
 }
 
