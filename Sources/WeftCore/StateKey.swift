@@ -26,7 +26,8 @@ public enum StateKey {
         guard count <= limits.keyBytesMax else {
             throw WeftError(.invalidKey, "key is \(count) bytes, the maximum is \(limits.keyBytesMax)")
         }
-        guard !key.utf8.contains(0) else { throw WeftError(.invalidKey, "key contains a NUL byte") }
+        let hasNUL = key.utf8.withContiguousStorageIfAvailable { $0.contains(0) } ?? key.utf8.contains(0)
+        guard !hasNUL else { throw WeftError(.invalidKey, "key contains a NUL byte") }
         return key
     }
 

@@ -17,42 +17,78 @@ enum ProtoWire {
         return n
     }
 
-    static func writeVarint(_ v: UInt64, into buffer: inout ByteBuffer) {
-        var x = v
-        while x >= 0x80 {
-            buffer.writeInteger(UInt8(truncatingIfNeeded: x) | 0x80)
-            x >>= 7
-        }
-        buffer.writeInteger(UInt8(x))
-    }
-
     /// Size of a varint field with its tag, 0 when the value is the proto3 default.
     static func varintFieldSize(_ v: UInt64) -> Int { v == 0 ? 0 : 1 + varintSize(v) }
 
-    static func writeVarintField(tag: UInt8, _ v: UInt64, into buffer: inout ByteBuffer) {
-        guard v != 0 else { return }
-        buffer.writeInteger(tag)
-        writeVarint(v, into: &buffer)
-    }
-
     static func bytesFieldSize(_ count: Int) -> Int { count == 0 ? 0 : 1 + varintSize(UInt64(count)) + count }
+}
 
-    static func writeBytesField(tag: UInt8, _ utf8: String.UTF8View, into buffer: inout ByteBuffer) {
-        guard !utf8.isEmpty else { return }
-        buffer.writeInteger(tag)
-        writeVarint(UInt64(utf8.count), into: &buffer)
-        buffer.writeBytes(utf8)
+/// Writes protobuf bytes into memory reserved beforehand (sizes are computed first, so the
+/// whole header is written in one pass with no per-byte bounds bookkeeping).
+struct ProtoWriter {
+    private let out: UnsafeMutableRawBufferPointer
+    private(set) var count = 0
+
+    init(_ out: UnsafeMutableRawBufferPointer) { self.out = out }
+
+    mutating func byte(_ b: UInt8) {
+        out[count] = b
+        count += 1
     }
 
-    /// Starts a frame whose header is `headerBytes` long followed by `payloadBytes`.
-    static func writeFrameStart(headerBytes: Int, payloadBytes: Int, into buffer: inout ByteBuffer) {
-        buffer.reserveCapacity(minimumWritableBytes: 8 + headerBytes + payloadBytes)
-        buffer.writeInteger(UInt32(4 + headerBytes + payloadBytes))
-        buffer.writeInteger(UInt32(headerBytes))
+    mutating func u32BigEndian(_ v: UInt32) {
+        out.storeBytes(of: v.bigEndian, toByteOffset: count, as: UInt32.self)
+        count += 4
+    }
+
+    mutating func varint(_ v: UInt64) {
+        var x = v
+        while x >= 0x80 {
+            byte(UInt8(truncatingIfNeeded: x) | 0x80)
+            x >>= 7
+        }
+        byte(UInt8(x))
+    }
+
+    /// A varint field, omitted when it holds the proto3 default (0).
+    mutating func varintField(tag: UInt8, _ v: UInt64) {
+        guard v != 0 else { return }
+        byte(tag)
+        varint(v)
+    }
+
+    /// A bytes field, omitted when empty.
+    mutating func bytesField(tag: UInt8, _ utf8: String.UTF8View) {
+        guard !utf8.isEmpty else { return }
+        byte(tag)
+        varint(UInt64(utf8.count))
+        let copied = utf8.withContiguousStorageIfAvailable { src -> Int in
+            UnsafeMutableRawBufferPointer(rebasing: out[count...]).copyBytes(from: src)
+            return src.count
+        }
+        if let copied {
+            count += copied
+        } else {
+            for b in utf8 { byte(b) }
+        }
     }
 }
 
 extension ByteBuffer {
+    /// Writes `u32 frameLength | u32 headerLength | header` (the header written by `body`,
+    /// exactly `headerBytes` long) and reserves room for the payload that follows.
+    mutating func writeFrameHeader(headerBytes: Int, payloadBytes: Int, _ body: (inout ProtoWriter) -> Void) {
+        reserveCapacity(minimumWritableBytes: 8 + headerBytes + payloadBytes)
+        writeWithUnsafeMutableBytes(minimumWritableBytes: 8 + headerBytes) { out in
+            var w = ProtoWriter(out)
+            w.u32BigEndian(UInt32(4 + headerBytes + payloadBytes))
+            w.u32BigEndian(UInt32(headerBytes))
+            body(&w)
+            precondition(w.count == 8 + headerBytes, "fast-path header size mismatch")
+            return w.count
+        }
+    }
+
     /// `Response{id, value: Entry}` + the value as payload.
     mutating func writeValueResponseFast(id: UInt64, _ kv: KeyValue) {
         let keyBytes = kv.key.utf8.count
@@ -62,15 +98,16 @@ extension ByteBuffer {
             + ProtoWire.varintFieldSize(UInt64(bitPattern: kv.lease))
             + ProtoWire.varintFieldSize(UInt64(kv.value.count))
         let header = ProtoWire.varintFieldSize(id) + 1 + ProtoWire.varintSize(UInt64(entry)) + entry
-        ProtoWire.writeFrameStart(headerBytes: header, payloadBytes: kv.value.count, into: &self)
-        ProtoWire.writeVarintField(tag: 0x08, id, into: &self)
-        writeInteger(UInt8(0x52))  // field 10 (value), length-delimited
-        ProtoWire.writeVarint(UInt64(entry), into: &self)
-        ProtoWire.writeBytesField(tag: 0x0A, kv.key.utf8, into: &self)
-        ProtoWire.writeVarintField(tag: 0x10, kv.version, into: &self)
-        ProtoWire.writeVarintField(tag: 0x18, kv.createRevision, into: &self)
-        ProtoWire.writeVarintField(tag: 0x20, UInt64(bitPattern: kv.lease), into: &self)
-        ProtoWire.writeVarintField(tag: 0x28, UInt64(kv.value.count), into: &self)
+        writeFrameHeader(headerBytes: header, payloadBytes: kv.value.count) { w in
+            w.varintField(tag: 0x08, id)
+            w.byte(0x52)  // field 10 (value), length-delimited
+            w.varint(UInt64(entry))
+            w.bytesField(tag: 0x0A, kv.key.utf8)
+            w.varintField(tag: 0x10, kv.version)
+            w.varintField(tag: 0x18, kv.createRevision)
+            w.varintField(tag: 0x20, UInt64(bitPattern: kv.lease))
+            w.varintField(tag: 0x28, UInt64(kv.value.count))
+        }
         writeBytes(kv.value)
     }
 
@@ -78,23 +115,25 @@ extension ByteBuffer {
     mutating func writeWrittenResponseFast(id: UInt64, version: Revision, length: UInt64) {
         let body = ProtoWire.varintFieldSize(version) + ProtoWire.varintFieldSize(length)
         let header = ProtoWire.varintFieldSize(id) + 1 + ProtoWire.varintSize(UInt64(body)) + body
-        ProtoWire.writeFrameStart(headerBytes: header, payloadBytes: 0, into: &self)
-        ProtoWire.writeVarintField(tag: 0x08, id, into: &self)
-        writeInteger(UInt8(0x62))  // field 12 (written), length-delimited
-        ProtoWire.writeVarint(UInt64(body), into: &self)
-        ProtoWire.writeVarintField(tag: 0x08, version, into: &self)
-        ProtoWire.writeVarintField(tag: 0x10, length, into: &self)
+        writeFrameHeader(headerBytes: header, payloadBytes: 0) { w in
+            w.varintField(tag: 0x08, id)
+            w.byte(0x62)  // field 12 (written), length-delimited
+            w.varint(UInt64(body))
+            w.varintField(tag: 0x08, version)
+            w.varintField(tag: 0x10, length)
+        }
     }
 
     /// `Request{id, get: GetRequest{key}}` (no range, no if-changed-since).
     mutating func writeGetRequestFast(id: UInt64, key: String) {
         let body = ProtoWire.bytesFieldSize(key.utf8.count)
         let header = ProtoWire.varintFieldSize(id) + 1 + ProtoWire.varintSize(UInt64(body)) + body
-        ProtoWire.writeFrameStart(headerBytes: header, payloadBytes: 0, into: &self)
-        ProtoWire.writeVarintField(tag: 0x08, id, into: &self)
-        writeInteger(UInt8(0x52))  // field 10 (get)
-        ProtoWire.writeVarint(UInt64(body), into: &self)
-        ProtoWire.writeBytesField(tag: 0x0A, key.utf8, into: &self)
+        writeFrameHeader(headerBytes: header, payloadBytes: 0) { w in
+            w.varintField(tag: 0x08, id)
+            w.byte(0x52)  // field 10 (get)
+            w.varint(UInt64(body))
+            w.bytesField(tag: 0x0A, key.utf8)
+        }
     }
 
     /// `Request{id, put: PutRequest{key, if_version?, lease}}` + the value as payload.
@@ -102,16 +141,17 @@ extension ByteBuffer {
         var body = ProtoWire.bytesFieldSize(key.utf8.count) + ProtoWire.varintFieldSize(UInt64(bitPattern: lease))
         if let ifVersion { body += 1 + ProtoWire.varintSize(ifVersion) }
         let header = ProtoWire.varintFieldSize(id) + 1 + ProtoWire.varintSize(UInt64(body)) + body
-        ProtoWire.writeFrameStart(headerBytes: header, payloadBytes: value.count, into: &self)
-        ProtoWire.writeVarintField(tag: 0x08, id, into: &self)
-        writeInteger(UInt8(0x5A))  // field 11 (put)
-        ProtoWire.writeVarint(UInt64(body), into: &self)
-        ProtoWire.writeBytesField(tag: 0x0A, key.utf8, into: &self)
-        if let ifVersion {
-            writeInteger(UInt8(0x18))
-            ProtoWire.writeVarint(ifVersion, into: &self)
+        writeFrameHeader(headerBytes: header, payloadBytes: value.count) { w in
+            w.varintField(tag: 0x08, id)
+            w.byte(0x5A)  // field 11 (put)
+            w.varint(UInt64(body))
+            w.bytesField(tag: 0x0A, key.utf8)
+            if let ifVersion {
+                w.byte(0x18)  // if_version: optional, so written even when 0
+                w.varint(ifVersion)
+            }
+            w.varintField(tag: 0x20, UInt64(bitPattern: lease))
         }
-        ProtoWire.writeVarintField(tag: 0x20, UInt64(bitPattern: lease), into: &self)
         writeBytes(value)
     }
 }
