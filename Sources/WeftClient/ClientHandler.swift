@@ -15,8 +15,9 @@ struct OutboundRequest {
 }
 
 /// Matches responses to requests by id on one connection; confined to the channel's loop.
+/// Splits the byte stream into frames itself (as the server's handler does).
 final class ClientHandler: ChannelDuplexHandler {
-    typealias InboundIn = InboundFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = OutboundRequest
     typealias OutboundOut = ByteBuffer
 
@@ -30,6 +31,9 @@ final class ClientHandler: ChannelDuplexHandler {
     private var watches: [UInt64: WatchStream] = [:]
     private var sweep: RepeatedTask?
     private var failed: WeftError?
+    private var parser = FrameParser(limits: FrameLimits(frameBytesMax: Int(Int32.max)))
+    /// Bytes read but not yet parsed into whole frames.
+    private var unparsed: ByteBuffer?
 
     func handlerAdded(context: ChannelHandlerContext) {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -77,10 +81,33 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .frame(let frame) = unwrapInboundIn(data) else {
-            errorCaught(context: context, error: WeftError(.malformedRequest, "server sent an oversized frame"))
+        var incoming = unwrapInboundIn(data)
+        var buffer: ByteBuffer
+        if var pending = unparsed.take(), pending.readableBytes > 0 {
+            pending.writeBuffer(&incoming)
+            buffer = pending
+        } else {
+            buffer = incoming
+        }
+        do {
+            while failed == nil, let frame = try parser.next(&buffer) {
+                guard case .frame(let frame) = frame else {
+                    errorCaught(context: context, error: WeftError(.malformedRequest, "server sent an oversized frame"))
+                    return
+                }
+                handle(context: context, frame)
+            }
+        } catch {
+            errorCaught(context: context, error: WeftError(.malformedRequest, "server sent a malformed frame: \(error.description)"))
             return
         }
+        if buffer.readableBytes > 0 {
+            if buffer.readerIndex > 64 << 10 { buffer.discardReadBytes() }
+            unparsed = buffer
+        }
+    }
+
+    private func handle(context: ChannelHandlerContext, _ frame: RawFrame) {
         let id: UInt64
         let response: ClientResponse
         do {

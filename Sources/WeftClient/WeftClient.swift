@@ -97,8 +97,6 @@ public final class WeftClient: Sendable {
             .connectTimeout(.milliseconds(options.connectTimeoutMs))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(WeftFrameDecoder(limits: FrameLimits(frameBytesMax: Int(Int32.max)))))
                     try channel.pipeline.syncOperations.addHandler(ClientHandler())
                 }
             }

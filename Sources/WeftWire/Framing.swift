@@ -46,7 +46,7 @@ public struct FrameLimits: Sendable {
 }
 
 /// Splits a byte stream into frames: `u32 frameLength | u32 headerLength | header | payload`.
-/// Used by `WeftFrameDecoder` and directly by handlers that keep their own read buffer.
+/// The server's and the client's channel handlers keep their own read buffer and call it.
 public struct FrameParser: Sendable {
     private let limits: FrameLimits
     private var skipBytesRemaining = 0
@@ -93,30 +93,6 @@ public struct FrameParser: Sendable {
         let header = buffer.readSlice(length: headerBytes)!
         let payload = buffer.readSlice(length: frameBytes - 4 - headerBytes)!
         return .frame(RawFrame(header: header, payload: payload))
-    }
-}
-
-/// `FrameParser` as a NIO decoder (the client's pipeline uses it).
-public struct WeftFrameDecoder: ByteToMessageDecoder {
-    public typealias InboundOut = InboundFrame
-
-    private var parser: FrameParser
-
-    public init(limits: FrameLimits) {
-        parser = FrameParser(limits: limits)
-    }
-
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let frame = try parser.next(&buffer) else { return .needMoreData }
-        context.fireChannelRead(wrapInboundOut(frame))
-        return .continue
-    }
-
-    public mutating func decodeLast(
-        context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool
-    ) throws -> DecodingState {
-        while try decode(context: context, buffer: &buffer) == .continue {}
-        return .needMoreData
     }
 }
 

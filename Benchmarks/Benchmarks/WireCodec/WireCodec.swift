@@ -8,7 +8,7 @@ import WeftWire
 //
 // Encode writes into one reused buffer (`clear()` keeps its storage), so the numbers are the
 // codec's own cost, not that of growing a fresh buffer. Decode reads a frame encoded once in
-// setup, split into header and payload slices exactly as `WeftFrameDecoder` hands them over.
+// setup, split into header and payload slices exactly as `FrameParser` hands them over.
 //
 // Every benchmark runs `scalingFactor` (1000) operations per measured iteration; the reported
 // time and malloc counts are per operation.
@@ -85,7 +85,7 @@ let benchmarks: @Sendable () -> Void = {
 }
 
 /// Splits one encoded frame (`u32 frameLength | u32 headerLength | header | payload`) into the
-/// header and payload slices `WeftFrameDecoder` would emit.
+/// header and payload slices `FrameParser` would emit.
 func splitFrame(_ encoded: ByteBuffer) -> RawFrame {
     var buffer = encoded
     guard let frameLength = buffer.readInteger(as: UInt32.self),
