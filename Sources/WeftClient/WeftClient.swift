@@ -125,7 +125,14 @@ public final class WeftClient: Sendable {
         let ch = try await pickChannel()
         let promise = ch.eventLoop.makePromise(of: ClientResponse.self)
         let deadline = NIODeadline.now() + .milliseconds(options.requestTimeoutMs)
-        ch.writeAndFlush(OutboundRequest(request: request, reply: .unary(promise), deadline: deadline), promise: nil)
+        // If the channel closed before the request reached our handler, only the write
+        // promise learns of it: fail the answer then, or the caller would wait forever.
+        // (Completing an already completed promise is a no-op in NIO.)
+        let written = ch.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { error in
+            promise.fail(WeftError(.unavailable, "cannot send the request: \(error)"))
+        }
+        ch.writeAndFlush(OutboundRequest(request: request, reply: .unary(promise), deadline: deadline), promise: written)
         do {
             return try await promise.futureResult.get()
         } catch let e as WeftError {
@@ -265,9 +272,13 @@ public final class WeftClient: Sendable {
             if case .cancelled = termination { stream?.cancel() }
         }
         let ch = try await pickChannel()
+        let written = ch.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { error in
+            stream.finish(WeftError(.unavailable, "cannot send the watch request: \(error)"))
+        }
         ch.writeAndFlush(
             OutboundRequest(request: .watch(target: target, fromRevision: fromRevision, keysOnly: keysOnly), reply: .watch(stream), deadline: .distantFuture),
-            promise: nil)
+            promise: written)
         do {
             try await stream.waitCreated()
         } catch let e as WeftError {
