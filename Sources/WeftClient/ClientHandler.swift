@@ -31,9 +31,7 @@ final class ClientHandler: ChannelDuplexHandler {
     private var watches: [UInt64: WatchStream] = [:]
     private var sweep: RepeatedTask?
     private var failed: WeftError?
-    private var parser = FrameParser(limits: FrameLimits(frameBytesMax: Int(Int32.max)))
-    /// Bytes read but not yet parsed into whole frames.
-    private var unparsed: ByteBuffer?
+    private var reader = FrameReader(limits: FrameLimits(frameBytesMax: Int(Int32.max)))
 
     func handlerAdded(context: ChannelHandlerContext) {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -81,29 +79,17 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        var buffer: ByteBuffer
-        if var pending = unparsed.take(), pending.readableBytes > 0 {
-            pending.writeBuffer(&incoming)
-            buffer = pending
-        } else {
-            buffer = incoming
-        }
         do {
-            while failed == nil, let frame = try parser.next(&buffer) {
+            try reader.read(unwrapInboundIn(data)) { frame in
                 guard case .frame(let frame) = frame else {
                     errorCaught(context: context, error: WeftError(.malformedRequest, "server sent an oversized frame"))
-                    return
+                    return false
                 }
                 handle(context: context, frame)
+                return failed == nil
             }
         } catch {
             errorCaught(context: context, error: WeftError(.malformedRequest, "server sent a malformed frame: \(error.description)"))
-            return
-        }
-        if buffer.readableBytes > 0 {
-            if buffer.readerIndex > 64 << 10 { buffer.discardReadBytes() }
-            unparsed = buffer
         }
     }
 

@@ -23,9 +23,7 @@ final class StateServerHandler: ChannelDuplexHandler {
     private var closing = false
     private var watches: [UInt64: ActiveWatch] = [:]
     private var logger: Logger
-    private var parser: FrameParser
-    /// Bytes read but not yet parsed into whole frames.
-    private var unparsed: ByteBuffer?
+    private var reader: FrameReader
 
     struct ActiveWatch {
         var registration: any WatchRegistration
@@ -35,7 +33,7 @@ final class StateServerHandler: ChannelDuplexHandler {
     init(shared: ServerShared) {
         self.shared = shared
         self.logger = shared.logger
-        self.parser = FrameParser(limits: shared.limits.frames)
+        self.reader = FrameReader(limits: shared.limits.frames)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -73,26 +71,14 @@ final class StateServerHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
         inReadBatch = true
-        var incoming = unwrapInboundIn(data)
-        var buffer: ByteBuffer
-        if var pending = unparsed.take(), pending.readableBytes > 0 {
-            pending.writeBuffer(&incoming)
-            buffer = pending
-        } else {
-            buffer = incoming
-        }
         do {
-            while !closing, let frame = try parser.next(&buffer) {
+            try reader.read(unwrapInboundIn(data)) { frame in
                 handle(context: context, frame)
+                return !closing
             }
         } catch {
             logger.warning("closing connection: \(error.description)")
             closeWithError(context: context, WeftError(.malformedRequest, error.description))
-            return
-        }
-        if buffer.readableBytes > 0 {
-            if buffer.readerIndex > 64 << 10 { buffer.discardReadBytes() }
-            unparsed = buffer
         }
     }
 

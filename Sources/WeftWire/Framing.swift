@@ -46,7 +46,7 @@ public struct FrameLimits: Sendable {
 }
 
 /// Splits a byte stream into frames: `u32 frameLength | u32 headerLength | header | payload`.
-/// The server's and the client's channel handlers keep their own read buffer and call it.
+/// `FrameReader` drives it for the server's and the client's channel handlers.
 public struct FrameParser: Sendable {
     private let limits: FrameLimits
     private var skipBytesRemaining = 0
@@ -93,6 +93,38 @@ public struct FrameParser: Sendable {
         let header = buffer.readSlice(length: headerBytes)!
         let payload = buffer.readSlice(length: frameBytes - 4 - headerBytes)!
         return .frame(RawFrame(header: header, payload: payload))
+    }
+}
+
+/// A connection's read side: keeps the bytes that do not yet make a whole frame between
+/// reads, and splits each read into frames. The server's and the client's handlers use it.
+public struct FrameReader: Sendable {
+    private var parser: FrameParser
+    /// Bytes read but not yet parsed into whole frames.
+    private var unparsed: ByteBuffer?
+
+    public init(limits: FrameLimits) {
+        parser = FrameParser(limits: limits)
+    }
+
+    /// Adds one read's bytes and hands every whole frame to `body`, in order; `body` returns
+    /// false to stop (the connection is closing). A `FramingError` means the stream is broken.
+    public mutating func read(_ incoming: ByteBuffer, _ body: (InboundFrame) -> Bool) throws(FramingError) {
+        var incoming = incoming
+        var buffer: ByteBuffer
+        if var pending = unparsed.take(), pending.readableBytes > 0 {
+            pending.writeBuffer(&incoming)
+            buffer = pending
+        } else {
+            buffer = incoming
+        }
+        while let frame = try parser.next(&buffer) {
+            guard body(frame) else { return }
+        }
+        if buffer.readableBytes > 0 {
+            if buffer.readerIndex > 64 << 10 { buffer.discardReadBytes() }
+            unparsed = buffer
+        }
     }
 }
 
