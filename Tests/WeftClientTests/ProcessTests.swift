@@ -31,7 +31,13 @@ struct ProcessTests {
                     }
                 }
             }
+            // Kill mid-stream: after 700 ms and once writes are being acknowledged (a loaded
+            // machine can take longer to get the first ones through; bounded at 15 s).
+            let started = ContinuousClock.now
             try await Task.sleep(for: .milliseconds(700))
+            while acked.snapshot.count <= 10, ContinuousClock.now - started < .seconds(15) {
+                try await Task.sleep(for: .milliseconds(50))
+            }
             server.kill9()
             writer.cancel()
             _ = await writer.value
