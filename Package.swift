@@ -48,11 +48,22 @@ let package = Package(
             ],
             swiftSettings: releaseSettings
         ),
-        // Transports: TCP on SwiftNIO (server and client connections).
+        // libfabric (Debian libfabric-dev): the RDMA transport's endpoints, memory regions, RMA.
+        .systemLibrary(
+            name: "CFabric",
+            pkgConfig: "libfabric",
+            providers: [.apt(["libfabric-dev"])]
+        ),
+        // libibverbs (Debian libibverbs-dev): RDMA device detection for `--transport auto`.
+        .systemLibrary(
+            name: "CVerbs",
+            providers: [.apt(["libibverbs-dev"])]
+        ),
+        // Transports: TCP on SwiftNIO (server and client connections), RDMA on libfabric.
         .target(
             name: "WeftTransport",
             dependencies: [
-                "WeftCore", "WeftWire",
+                "WeftCore", "WeftWire", "CFabric", "CVerbs",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -75,7 +86,7 @@ let package = Package(
         .target(
             name: "WeftBench",
             dependencies: [
-                "WeftCore", "WeftClient",
+                "WeftCore", "WeftClient", "WeftTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -97,6 +108,14 @@ let package = Package(
             dependencies: ["WeftCore", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "WeftStorageTests", dependencies: ["WeftCore", "WeftStorage"]),
+        .testTarget(
+            name: "WeftTransportTests",
+            dependencies: [
+                "WeftCore", "WeftTransport", "WeftWire", "WeftClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "WeftWireTests",
             dependencies: ["WeftCore", "WeftWire", .product(name: "NIOCore", package: "swift-nio")]

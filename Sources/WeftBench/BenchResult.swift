@@ -135,7 +135,8 @@ public func renderTable(_ results: [BenchResult]) -> String {
     let header = ["system", "op", "value", "clients", "ops/s", "p50 µs", "p99 µs", "peer", "ops ×peer", "p50 ×peer"]
     var rows: [[String]] = [header]
     for r in results {
-        let name = r.storage.map { $0 == "memory" ? r.system : "\(r.system) (\($0))" } ?? r.system
+        let system = r.transport.map { $0 == "tcp" ? r.system : "\(r.system)/\($0)" } ?? r.system
+        let name = r.storage.map { $0 == "memory" ? system : "\(system) (\($0))" } ?? system
         var row = [name, r.op, formatBytes(r.valueBytes), String(r.clients),
                    formatNumber(r.opsPerSec), formatNumber(r.p50Us), formatNumber(r.p99Us)]
         let key = Key(op: r.op, size: r.valueBytes, clients: r.clients)

@@ -6,6 +6,8 @@ import Synchronization
 public protocol BenchTarget: Sendable {
     /// "weft", "redis" or "etcd": the `system` field of the results.
     var system: String { get }
+    /// How the load generator reaches it: "tcp" or "fabric" (the `transport` field of results).
+    var transport: String { get }
     func makeClient() async throws -> any BenchClient
     /// Called by the load generator after each measured step (e.g. etcd compacts its history
     /// there so a long run of large puts stays within its space quota). Default: nothing.
@@ -13,6 +15,7 @@ public protocol BenchTarget: Sendable {
 }
 
 extension BenchTarget {
+    public var transport: String { "tcp" }
     public func afterStep() async throws {}
 }
 

@@ -191,6 +191,7 @@ public struct StateBench: Sendable {
         let keys = (0..<keyCount).map { key(valueBytes: valueBytes, index: $0) }
         let value = Self.value(count: valueBytes, seed: UInt64(valueBytes) &+ 1)
         let system = target.system
+        let transport = target.transport
 
         // Connect everyone first, so connection set-up is not measured.
         let connections: [any BenchClient] = try await withThrowingTaskGroup(of: (any BenchClient).self) { group in
@@ -272,7 +273,8 @@ public struct StateBench: Sendable {
         let opsPerSec = seconds > 0 ? Double(histogram.count) / seconds : 0
         let summary = histogram.summary
         return BenchResult(system: system, op: op.rawValue, valueBytes: valueBytes, clients: clients,
-                           opsPerSec: Self.round(opsPerSec), p50Us: Self.round(summary.p50Us), p99Us: Self.round(summary.p99Us))
+                           opsPerSec: Self.round(opsPerSec), p50Us: Self.round(summary.p50Us), p99Us: Self.round(summary.p99Us),
+                           transport: transport)
     }
 
     // MARK: Watch latency
@@ -295,7 +297,7 @@ public struct StateBench: Sendable {
         await writer.close()
         return BenchResult(system: target.system, op: BenchOp.watch.rawValue, valueBytes: valueBytes, clients: 1,
                            opsPerSec: Self.round(result.opsPerSec), p50Us: Self.round(result.latency.p50Us),
-                           p99Us: Self.round(result.latency.p99Us))
+                           p99Us: Self.round(result.latency.p99Us), transport: target.transport)
     }
 
     /// The watch-latency loop, on a given writer connection (see `measureWatch`). Each value

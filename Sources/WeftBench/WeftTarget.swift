@@ -1,23 +1,43 @@
 import WeftClient
 import WeftCore
+import WeftTransport
 
-/// Weft through `WeftClient`: one client with one connection per bench client.
+/// Weft through `WeftClient`: one client with one connection per bench client, all on one
+/// client transport (for libfabric: one endpoint and progress thread, as an application has).
 public struct WeftTarget: WatchableBenchTarget {
-    public let host: String
-    public let port: Int
+    public let route: WeftClient.Route
     public var system: String { "weft" }
+    public var transport: String { route.transport.name }
 
+    /// A target reached over TCP.
     public init(host: String = "127.0.0.1", port: Int) {
-        self.host = host
-        self.port = port
+        self.route = WeftClient.Route(host: host, port: port, transport: TCPClientTransport())
+    }
+
+    /// A target reached the way `request` negotiates with the server at `address`.
+    public static func negotiated(address: String, request: TransportRequest) async throws(WeftError) -> WeftTarget {
+        WeftTarget(route: try await WeftClient.negotiate(address: address, request: request))
+    }
+
+    private init(route: WeftClient.Route) {
+        self.route = route
+    }
+
+    /// Releases the client transport (the fabric endpoint) once the bench is done.
+    public func shutdown() {
+        route.transport.shutdown()
+    }
+
+    private func connect() async throws -> WeftClient {
+        try await WeftClient.connect(host: route.host, port: route.port, connections: 1, transport: route.transport)
     }
 
     public func makeClient() async throws -> any BenchClient {
-        WeftBenchClient(client: try await WeftClient.connect(host: host, port: port, connections: 1))
+        WeftBenchClient(client: try await connect())
     }
 
     public func makeWatcher(key: String) async throws -> any BenchWatcher {
-        let client = try await WeftClient.connect(host: host, port: port, connections: 1)
+        let client = try await connect()
         do {
             let watch = try await client.watch(.key(key))
             return WeftBenchWatcher(client: client, watch: watch)

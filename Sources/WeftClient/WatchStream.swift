@@ -35,7 +35,7 @@ public final class WeftWatch: AsyncSequence, Sendable {
 final class WatchStream: Sendable {
     private struct State {
         var id: UInt64 = 0
-        var channel: (any Channel)?
+        var session: ClientSession?
         var startRevision: Revision = 0
         var created: CheckedContinuation<Void, any Error>?
         var isCreated = false
@@ -51,10 +51,10 @@ final class WatchStream: Sendable {
 
     var startRevision: Revision { state.withLock { $0.startRevision } }
 
-    func attach(id: UInt64, channel: any Channel) {
+    func attach(id: UInt64, session: ClientSession) {
         state.withLock {
             $0.id = id
-            $0.channel = channel
+            $0.session = session
         }
     }
 
@@ -103,10 +103,9 @@ final class WatchStream: Sendable {
     }
 
     func cancel() {
-        let (id, channel, alreadyFinished) = state.withLock { s in (s.id, s.channel, s.finished) }
-        if !alreadyFinished, let channel, id != 0 {
-            let out = OutboundRequest(request: .cancelWatch(watchID: id), reply: .none, deadline: .distantFuture)
-            channel.writeAndFlush(out, promise: nil)
+        let (id, session, alreadyFinished) = state.withLock { s in (s.id, s.session, s.finished) }
+        if !alreadyFinished, let session, id != 0 {
+            session.cancelWatch(id: id)
         }
         finish(nil)
     }

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import WeftCore
+import WeftTransport
 import WeftWire
 
 /// A client of a Weft state server: a small pool of TCP connections, many requests in flight
@@ -29,31 +30,115 @@ public final class WeftClient: Sendable {
     public let host: String
     public let port: Int
     public let options: Options
-    private let group: any EventLoopGroup
-    private let slots: [ChannelSlot]
+    /// How this client reaches the server: TCP unless told otherwise.
+    public let transport: any ClientTransport
+    /// The client made its transport (negotiated), so `close` shuts it down.
+    private let ownsTransport: Bool
+    private let slots: [SessionSlot]
     private let next = Atomic<Int>(0)
     private let closed = Atomic<Bool>(false)
 
-    private init(host: String, port: Int, options: Options, group: any EventLoopGroup) {
+    private init(host: String, port: Int, options: Options, transport: any ClientTransport, ownsTransport: Bool) {
         self.host = host
         self.port = port
         self.options = options
-        self.group = group
-        self.slots = (0..<options.connections).map { _ in ChannelSlot() }
+        self.transport = transport
+        self.ownsTransport = ownsTransport
+        self.slots = (0..<options.connections).map { _ in SessionSlot() }
     }
 
-    /// Connects the pool (every connection, so a wrong address fails here).
+    /// Connects the pool (every connection, so a wrong address fails here). The transport is TCP
+    /// on `group` unless `transport` names another.
     public static func connect(
         host: String, port: Int, connections: Int = 1, options: Options? = nil,
-        group: (any EventLoopGroup)? = nil
+        group: (any EventLoopGroup)? = nil, transport: (any ClientTransport)? = nil
+    ) async throws(WeftError) -> WeftClient {
+        try await connect(host: host, port: port, connections: connections, options: options, group: group, transport: transport, ownsTransport: false)
+    }
+
+    private static func connect(
+        host: String, port: Int, connections: Int, options: Options?,
+        group: (any EventLoopGroup)?, transport: (any ClientTransport)?, ownsTransport: Bool
     ) async throws(WeftError) -> WeftClient {
         var opts = options ?? Options()
         if options == nil { opts.connections = max(1, connections) }
-        let client = WeftClient(host: host, port: port, options: opts, group: group ?? MultiThreadedEventLoopGroup.singleton)
-        for i in 0..<opts.connections {
-            _ = try await client.channel(slot: i)
+        let client = WeftClient(
+            host: host, port: port, options: opts,
+            transport: transport ?? TCPClientTransport(group: group ?? MultiThreadedEventLoopGroup.singleton),
+            ownsTransport: ownsTransport)
+        do {
+            for i in 0..<opts.connections {
+                _ = try await client.session(slot: i)
+            }
+        } catch {
+            await client.close()
+            throw error
         }
         return client
+    }
+
+    /// Connects to "host:port" with the transport `request` asks for (see `negotiate`).
+    public static func connect(
+        address: String, connections: Int = 1, options: Options? = nil,
+        transport request: TransportRequest, provider: String? = nil
+    ) async throws(WeftError) -> WeftClient {
+        let route = try await negotiate(address: address, request: request, provider: provider)
+        do {
+            return try await connect(
+                host: route.host, port: route.port, connections: connections, options: options, group: nil,
+                transport: route.transport, ownsTransport: true)
+        } catch {
+            route.transport.shutdown()
+            throw error
+        }
+    }
+
+    /// Where and how to reach a server.
+    public struct Route: Sendable {
+        public var host: String
+        public var port: Int
+        /// Open links with this; the caller owns it (`shutdown` when done).
+        public var transport: any ClientTransport
+        public init(host: String, port: Int, transport: any ClientTransport) {
+            self.host = host
+            self.port = port
+            self.transport = transport
+        }
+    }
+
+    /// Picks the transport to a server. `tcp` connects there directly. Anything else first asks
+    /// the server over TCP which transports it listens on, then takes its libfabric listener (on
+    /// the provider the server uses) when the request wants it: `fabric` and `rdma` insist (an
+    /// error if the server offers none), `auto` does so only where libibverbs finds an RDMA device
+    /// and otherwise stays on TCP.
+    public static func negotiate(address: String, request: TransportRequest, provider: String? = nil) async throws(WeftError) -> Route {
+        let (host, port) = try parseAddress(address)
+        let tcp = Route(host: host, port: port, transport: TCPClientTransport())
+        let decision = try request.decide(provider: provider)
+        guard decision.fabricProvider != nil else { return tcp }
+        let bootstrap = try await connect(host: host, port: port, connections: 1)
+        let info: ServerInfo
+        do {
+            (_, info) = try await bootstrap.status()
+        } catch {
+            await bootstrap.close()
+            throw error
+        }
+        await bootstrap.close()
+        guard let offered = info.listeners.first(where: { $0.transport == "fabric" }) else {
+            if decision.fallBackToTCP { return tcp }
+            let offers = info.listeners.map { "\($0.transport) \($0.address)" }.joined(separator: ", ")
+            throw WeftError(.unavailable, "the server at \(address) has no libfabric listener (it offers \(offers.isEmpty ? "tcp" : offers))")
+        }
+        let (fabricHost, fabricPort) = try parseAddress(offered.address)
+        do {
+            let stack = offered.provider.isEmpty ? decision.fabricProvider : offered.provider
+            let fabric = try FabricClientTransport(options: .init(provider: stack), logger: Logger(label: "weft.client.fabric"))
+            return Route(host: fabricHost, port: fabricPort, transport: fabric)
+        } catch {
+            if decision.fallBackToTCP { return tcp }
+            throw error
+        }
     }
 
     /// Connects to "host:port".
@@ -78,61 +163,48 @@ public final class WeftClient: Sendable {
     public func close() async {
         closed.store(true, ordering: .relaxed)
         for slot in slots {
-            let ch = slot.channel.withLock { c in
+            let session = slot.session.withLock { c in
                 defer { c = nil }
                 return c
             }
-            try? await ch?.close()
+            session?.close()
         }
+        if ownsTransport { transport.shutdown() }
     }
 
     // MARK: connections
 
-    private func channel(slot: Int) async throws(WeftError) -> any Channel {
-        if let ch = slots[slot].channel.withLock({ $0 }), ch.isActive { return ch }
+    private func session(slot: Int) async throws(WeftError) -> ClientSession {
+        if let s = slots[slot].session.withLock({ $0 }), s.isOpen { return s }
         guard !closed.load(ordering: .relaxed) else { throw WeftError(.unavailable, "client is closed") }
-        let bootstrap = ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 << 10, maximum: 1 << 20))
-            .connectTimeout(.milliseconds(options.connectTimeoutMs))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ClientHandler())
-                }
-            }
-        let ch: any Channel
-        do {
-            ch = try await bootstrap.connect(host: host, port: port).get()
-        } catch {
-            throw WeftError(.unavailable, "cannot connect to \(host):\(port): \(error)")
+        let made = Mutex<ClientSession?>(nil)
+        let link = try await transport.connect(host: host, port: port, timeoutMs: options.connectTimeoutMs) { link in
+            made.withLock { $0 = ClientSession.attach(to: link) }
         }
-        let winner: any Channel = slots[slot].channel.withLock { c in
-            if let existing = c, existing.isActive { return existing }
-            c = ch
-            return ch
+        guard let fresh = made.withLock({ $0 }) else {
+            link.close()
+            throw WeftError(.internalError, "transport \(transport.name) did not set up the connection")
         }
-        if winner !== ch { ch.close(promise: nil) }
+        let winner: ClientSession = slots[slot].session.withLock { c in
+            if let existing = c, existing.isOpen { return existing }
+            c = fresh
+            return fresh
+        }
+        if winner !== fresh { fresh.close() }
         return winner
     }
 
-    private func pickChannel() async throws(WeftError) -> any Channel {
+    private func pickSession() async throws(WeftError) -> ClientSession {
         let n = slots.count
         let i = n == 1 ? 0 : next.wrappingAdd(1, ordering: .relaxed).oldValue % n
-        return try await channel(slot: i < 0 ? -i : i)
+        return try await session(slot: i < 0 ? -i : i)
     }
 
     func send(_ request: ServerRequest) async throws(WeftError) -> ClientResponse {
-        let ch = try await pickChannel()
-        let promise = ch.eventLoop.makePromise(of: ClientResponse.self)
+        let session = try await pickSession()
+        let promise = session.eventLoop.makePromise(of: ClientResponse.self)
         let deadline = NIODeadline.now() + .milliseconds(options.requestTimeoutMs)
-        // If the channel closed before the request reached our handler, only the write
-        // promise learns of it: fail the answer then, or the caller would wait forever.
-        // (Completing an already completed promise is a no-op in NIO.)
-        let written = ch.eventLoop.makePromise(of: Void.self)
-        written.futureResult.whenFailure { error in
-            promise.fail(WeftError(.unavailable, "cannot send the request: \(error)"))
-        }
-        ch.writeAndFlush(OutboundRequest(request: request, reply: .unary(promise), deadline: deadline), promise: written)
+        session.submit(OutboundRequest(request: request, reply: .unary(promise), deadline: deadline))
         do {
             return try await promise.futureResult.get()
         } catch let e as WeftError {
@@ -271,14 +343,9 @@ public final class WeftClient: Sendable {
         continuation.onTermination = { [weak stream] termination in
             if case .cancelled = termination { stream?.cancel() }
         }
-        let ch = try await pickChannel()
-        let written = ch.eventLoop.makePromise(of: Void.self)
-        written.futureResult.whenFailure { error in
-            stream.finish(WeftError(.unavailable, "cannot send the watch request: \(error)"))
-        }
-        ch.writeAndFlush(
-            OutboundRequest(request: .watch(target: target, fromRevision: fromRevision, keysOnly: keysOnly), reply: .watch(stream), deadline: .distantFuture),
-            promise: written)
+        let session = try await pickSession()
+        session.submit(
+            OutboundRequest(request: .watch(target: target, fromRevision: fromRevision, keysOnly: keysOnly), reply: .watch(stream), deadline: .distantFuture))
         do {
             try await stream.waitCreated()
         } catch let e as WeftError {
@@ -295,6 +362,6 @@ public final class WeftClient: Sendable {
 }
 
 /// One pooled connection, replaced when it dies.
-final class ChannelSlot: Sendable {
-    let channel = Mutex<(any Channel)?>(nil)
+final class SessionSlot: Sendable {
+    let session = Mutex<ClientSession?>(nil)
 }

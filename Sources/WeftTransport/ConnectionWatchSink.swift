@@ -15,10 +15,10 @@ final class ConnectionWatchSink: WatchSink {
     let watchID: UInt64
     private let eventLoop: any EventLoop
     private let backlogMax: Int
-    private let handler: NIOLoopBound<StateServerHandler>
+    private let handler: NIOLoopBound<ServerSession>
     private let state = Mutex(State())
 
-    init(watchID: UInt64, eventLoop: any EventLoop, backlogMax: Int, handler: NIOLoopBound<StateServerHandler>) {
+    init(watchID: UInt64, eventLoop: any EventLoop, backlogMax: Int, handler: NIOLoopBound<ServerSession>) {
         self.watchID = watchID
         self.eventLoop = eventLoop
         self.backlogMax = backlogMax

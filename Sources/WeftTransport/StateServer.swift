@@ -5,53 +5,59 @@ import Synchronization
 import WeftCore
 import WeftWire
 
-/// Serves a `StateStore` over TCP with Weft's framing: pipelined requests, out-of-order
-/// responses, watches as streams. One channel per connection on an event loop of `group`; the
-/// store is called directly on the event loop (it takes only per-shard locks).
+/// Serves a `StateStore` over a transport (TCP by default) with Weft's framing: pipelined
+/// requests, out-of-order responses, watches as streams. Each connection is a `ServerSession`
+/// on its link's event loop; the store is called directly there (it takes only per-shard locks).
 public final class StateServer: Sendable {
     public let store: any StateStore
     public let limits: ServerLimits
-    private let group: any EventLoopGroup
+    /// The transport `start` listens on.
+    public let transport: any ServerTransport
     private let logger: Logger
-    private let channel: Mutex<(any Channel)?> = Mutex(nil)
     private let shared: ServerShared
+    private let extraTransports = Mutex<[any ServerTransport]>([])
 
-    public init(store: any StateStore, group: any EventLoopGroup, limits: ServerLimits = ServerLimits(), logger: Logger, version: String) {
+    /// A server on TCP (SwiftNIO) with connections spread over `group`'s event loops.
+    public convenience init(store: any StateStore, group: any EventLoopGroup, limits: ServerLimits = ServerLimits(), logger: Logger, version: String) {
+        self.init(store: store, transport: TCPServerTransport(group: group), limits: limits, logger: logger, version: version)
+    }
+
+    public init(store: any StateStore, transport: any ServerTransport, limits: ServerLimits = ServerLimits(), logger: Logger, version: String) {
         self.store = store
-        self.group = group
+        self.transport = transport
         self.limits = limits
         self.logger = logger
         self.shared = ServerShared(store: store, limits: limits, logger: logger, version: version)
     }
 
-    /// Binds and starts accepting; returns the bound address (port 0 picks a free port).
-    public func start(host: String, port: Int) async throws -> SocketAddress {
+    /// Binds `transport` (the one given at init) and starts accepting; returns the bound
+    /// address (port 0 picks a free port).
+    public func start(host: String, port: Int, provider: String = "") async throws(WeftError) -> TransportAddress {
+        try await listen(transport, host: host, port: port, provider: provider, primary: true)
+    }
+
+    /// Serves the same store on one more transport too (e.g. libfabric next to TCP); status
+    /// responses list every listener so clients can move to the one they prefer.
+    public func listen(_ other: any ServerTransport, host: String, port: Int, provider: String = "") async throws(WeftError) -> TransportAddress {
+        try await listen(other, host: host, port: port, provider: provider, primary: false)
+    }
+
+    private func listen(_ t: any ServerTransport, host: String, port: Int, provider: String, primary: Bool) async throws(WeftError) -> TransportAddress {
         let shared = self.shared
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 << 10, maximum: 1 << 20))
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(StateServerHandler(shared: shared))
-                }
-            }
-        let ch = try await bootstrap.bind(host: host, port: port).get()
-        channel.withLock { $0 = ch }
-        guard let address = ch.localAddress else { throw WeftError(.internalError, "bound channel has no address") }
-        logger.info("state server listening", metadata: ["address": "\(address)"])
+        let address = try await t.start(host: host, port: port) { link in
+            ServerSession.serve(link, shared: shared)
+        }
+        if !primary { extraTransports.withLock { $0.append(t) } }
+        let stack = (t as? FabricServerTransport)?.providerName ?? provider
+        shared.addListener(ServerInfo.Listener(transport: t.name, address: "\(address)", provider: stack))
+        logger.info("state server listening", metadata: ["address": "\(address)", "transport": "\(t.name)"])
         return address
     }
 
     /// Stops accepting and closes every connection.
     public func stop() async {
-        let ch = channel.withLock { c in
-            defer { c = nil }
-            return c
-        }
-        try? await ch?.close()
+        await transport.stop()
+        for t in extraTransports.withLock({ $0 }) { await t.stop() }
         shared.closeAll()
     }
 
@@ -65,7 +71,8 @@ final class ServerShared: Sendable {
     let logger: Logger
     let version: String
     let connections = Atomic<Int>(0)
-    private let open = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let open = Mutex<[ObjectIdentifier: any FrameLink]>([:])
+    private let listeners = Mutex<[ServerInfo.Listener]>([])
 
     init(store: any StateStore, limits: ServerLimits, logger: Logger, version: String) {
         self.store = store
@@ -74,20 +81,26 @@ final class ServerShared: Sendable {
         self.version = version
     }
 
-    func register(_ channel: any Channel) {
-        open.withLock { $0[ObjectIdentifier(channel)] = channel }
+    func register(_ link: any FrameLink) {
+        open.withLock { $0[ObjectIdentifier(link)] = link }
     }
 
-    func unregister(_ channel: any Channel) {
-        _ = open.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    func unregister(_ link: any FrameLink) {
+        _ = open.withLock { $0.removeValue(forKey: ObjectIdentifier(link)) }
     }
 
     func closeAll() {
         let all = open.withLock { Array($0.values) }
-        for c in all { c.close(promise: nil) }
+        for link in all { link.close() }
     }
 
-    var info: ServerInfo {
-        ServerInfo(version: version, connections: connections.load(ordering: .relaxed), transport: "tcp")
+    func addListener(_ listener: ServerInfo.Listener) {
+        listeners.withLock { $0.append(listener) }
+    }
+
+    func info(transport: String) -> ServerInfo {
+        ServerInfo(
+            version: version, connections: connections.load(ordering: .relaxed), transport: transport,
+            listeners: listeners.withLock { $0 })
     }
 }

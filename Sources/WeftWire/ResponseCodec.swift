@@ -6,11 +6,29 @@ import WeftCore
 public struct ServerInfo: Sendable, Equatable {
     public var version: String
     public var connections: Int
+    /// The transport of the connection the status came over.
     public var transport: String
-    public init(version: String, connections: Int, transport: String) {
+    /// Every transport the server listens on.
+    public var listeners: [Listener]
+
+    /// One transport a server listens on: "tcp" or "fabric", its HOST:PORT, and for fabric the
+    /// libfabric provider stack (a client needs the same provider to connect).
+    public struct Listener: Sendable, Equatable {
+        public var transport: String
+        public var address: String
+        public var provider: String
+        public init(transport: String, address: String, provider: String = "") {
+            self.transport = transport
+            self.address = address
+            self.provider = provider
+        }
+    }
+
+    public init(version: String, connections: Int, transport: String, listeners: [Listener] = []) {
         self.version = version
         self.connections = connections
         self.transport = transport
+        self.listeners = listeners
     }
 }
 
@@ -117,6 +135,13 @@ extension ByteBuffer {
                     st.version = info.version
                     st.connections = UInt64(info.connections)
                     st.transport = info.transport
+                    st.listeners = info.listeners.map { l in
+                        var m = Weft_V1_Listener()
+                        m.transport = l.transport
+                        m.address = l.address
+                        m.provider = l.provider
+                        return m
+                    }
                 }
                 r.result = .status(st)
             }
@@ -217,7 +242,9 @@ public enum ResponseCodec {
                 StoreStatus(
                     revision: s.revision, keys: Int(s.keys), valueBytes: Int(s.valueBytes), shards: Int(s.shards),
                     leases: Int(s.leases), watchers: Int(s.watchers), durable: s.durable),
-                ServerInfo(version: s.version, connections: Int(s.connections), transport: s.transport))
+                ServerInfo(
+                    version: s.version, connections: Int(s.connections), transport: s.transport,
+                    listeners: s.listeners.map { ServerInfo.Listener(transport: $0.transport, address: $0.address, provider: $0.provider) }))
         case .watchCreated(let c): response = .watchCreated(startRevision: c.startRevision)
         case .watchEvents(let w):
             var events: [WatchEvent] = []

@@ -3,6 +3,7 @@ import Foundation
 import WeftBench
 import WeftClient
 import WeftCore
+import WeftTransport
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,6 +34,9 @@ struct BenchState: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Measure watch latency, compared with etcd (when installed).") var watch = true
     @Flag(inversion: .prefixedNo, help: "Also measure durable put (LMDB, --sync batch).") var durable = true
     @Option(help: "Bench this running Weft server instead of starting one (HOST:PORT).") var server: String?
+    @Option(help: ArgumentHelp(
+        "Weft transports to measure, comma-separated: tcp, fabric, rdma, auto (e.g. tcp,fabric).",
+        discussion: "Each gets its own rows (\"transport\" field) in the same run, steps interleaved with the peers'.")) var transport = "tcp"
     @Flag(help: "Report failed steps and go on instead of stopping.") var keepGoing = false
 
     func run() async throws {
@@ -55,18 +59,31 @@ struct BenchState: AsyncParsableCommand {
             let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data("bench: \(line)\n".utf8)) }
             let exe = Self.selfExecutable()
 
+            let requests = try transport.split(separator: ",").map { t throws(WeftError) in try TransportRequest(parsing: String(t)) }
+            guard !requests.isEmpty else { throw WeftError(.invalidArgument, "--transport needs at least one transport") }
+
             var servers: [ManagedServer] = []
-            defer { servers.forEach { $0.stop() } }
-            let weftTarget: WeftTarget
-            if let server {
-                let (h, p) = try WeftClient.parseAddress(server)
-                weftTarget = WeftTarget(host: h, port: p)
-            } else {
-                let s = try ManagedServer.weft(executable: exe)
-                servers.append(s)
-                weftTarget = WeftTarget(host: s.host, port: s.port)
+            var weftTargets: [WeftTarget] = []
+            defer {
+                servers.forEach { $0.stop() }
+                weftTargets.forEach { $0.shutdown() }
             }
-            var targets: [any BenchTarget] = [weftTarget]
+            for request in requests {
+                let address: String
+                if let server {
+                    address = server
+                } else {
+                    var args = ["--transport", request.rawValue]
+                    if request != .tcp { args += ["--fabric-listen", "127.0.0.1:\(try ManagedServer.freePort())"] }
+                    let s = try ManagedServer.weft(executable: exe, arguments: args)
+                    servers.append(s)
+                    address = "\(s.host):\(s.port)"
+                }
+                let target = try await WeftTarget.negotiated(address: address, request: request)
+                log("weft with --transport \(request.rawValue): \(target.transport) to \(target.route.host):\(target.route.port)")
+                weftTargets.append(target)
+            }
+            var targets: [any BenchTarget] = weftTargets
             if redis {
                 if let r = try ManagedServer.redis() {
                     servers.append(r)
@@ -82,7 +99,7 @@ struct BenchState: AsyncParsableCommand {
                 results += try await StateBench(config: throughput).run(targets: targets, log: log)
             }
             if watch {
-                var watchTargets: [any BenchTarget] = [weftTarget]
+                var watchTargets: [any BenchTarget] = weftTargets
                 if let e = try ManagedServer.etcd() {
                     servers.append(e)
                     watchTargets.append(EtcdTarget(host: e.host, port: e.port))

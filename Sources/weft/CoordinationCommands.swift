@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import WeftClient
 import WeftCore
+import WeftTransport
 
 struct Lock: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -84,13 +85,22 @@ struct Status: AsyncParsableCommand {
                 if options.json {
                     Output.json([
                         "address": options.address, "version": info.version, "transport": info.transport,
+                        "listeners": info.listeners.map { l -> [String: Any] in
+                            var o: [String: Any] = ["transport": l.transport, "address": l.address]
+                            if !l.provider.isEmpty { o["provider"] = l.provider }
+                            return o
+                        },
                         "connections": info.connections, "revision": s.revision, "keys": s.keys,
                         "valueBytes": s.valueBytes, "shards": s.shards, "leases": s.leases,
                         "watchers": s.watchers, "durable": s.durable,
                     ])
                 } else {
+                    let listeners = info.listeners.map { l in
+                        "\(l.transport) \(l.address)\(l.provider.isEmpty ? "" : " (provider \(l.provider))")"
+                    }.joined(separator: ", ")
                     Output.line("""
-                        server      \(options.address) (weft \(info.version), \(info.transport))
+                        server      \(options.address) (weft \(info.version)); this connection: \(info.transport)
+                        listens on  \(listeners)
                         storage     \(s.durable ? "durable (LMDB)" : "in memory")
                         revision    \(s.revision)
                         keys        \(s.keys) (\(s.valueBytes) value bytes)

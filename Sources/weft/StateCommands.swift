@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import WeftClient
 import WeftCore
+import WeftTransport
 
 struct StateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -38,7 +39,7 @@ struct ValueSource: ParsableArguments {
 }
 
 func withClient<T>(_ options: ClientOptions, _ body: (WeftClient) async throws -> T) async throws -> T {
-    let client = try await WeftClient.connect(address: options.address)
+    let client = try await WeftClient.connect(address: options.address, transport: try options.transportRequest)
     do {
         let r = try await body(client)
         await client.close()

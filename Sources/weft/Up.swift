@@ -9,6 +9,7 @@ import WeftClient
 import WeftCore
 import WeftStorage
 import WeftTransport
+import WeftWire
 
 /// `weft up`: the embedded single node — one process owning every shard.
 struct Up: AsyncParsableCommand {
@@ -22,6 +23,13 @@ struct Up: AsyncParsableCommand {
             has committed (it survives a process crash) and groups commits; fsync runs at least \
             every 10 ms, so a machine crash loses at most the last ~10 ms. --sync always \
             acknowledges only after fsync.
+            Transports: TCP always (clients bootstrap there). --transport fabric also listens with \
+            libfabric (two-sided messages, one-sided RMA reads for large values) on --fabric-listen, \
+            on the provider from --fabric-provider, FI_PROVIDER, else "tcp" (libfabric's userspace \
+            emulation). --transport rdma does the same on an RDMA NIC (verbs provider) and fails at \
+            start without one. --transport auto (the default) picks rdma when libibverbs finds a \
+            device and the provider opens, else TCP only, and logs why. `weft status` lists the \
+            listeners; clients with --transport auto|fabric|rdma move to the fabric one.
             SIGTERM or SIGINT shuts down cleanly.
             """
     )
@@ -34,6 +42,15 @@ struct Up: AsyncParsableCommand {
 
     @Option(name: .long, help: "With --data: 'batch' (commit groups, fsync at least every 10 ms; default) or 'always' (fsync before every acknowledgement).")
     var sync: LMDBChangeLog.SyncMode = .batch
+
+    @Option(name: .long, help: "Transport: auto, tcp, fabric or rdma (see above).")
+    var transport = "auto"
+
+    @Option(name: .long, help: "Where libfabric listens, HOST:PORT (default: the --listen host, its port + 1; port 0 if --listen has port 0).")
+    var fabricListen: String?
+
+    @Option(name: .long, help: "libfabric provider (default: $FI_PROVIDER, else 'tcp' for --transport fabric, 'verbs' for rdma).")
+    var fabricProvider: String?
 
     @Option(name: .long, help: "Largest value in bytes (default 64 MiB).")
     var maxValueBytes: Int = StoreLimits.default.valueBytesMax
@@ -63,6 +80,8 @@ struct Up: AsyncParsableCommand {
                 throw WeftError(.invalidArgument, "--max-value-bytes must be in 1...\(1 << 30)")
             }
             let (host, port) = try WeftClient.parseAddress(listen, allowAnyPort: true)
+            let request = try TransportRequest(parsing: transport)
+            let decision = try request.decide(provider: fabricProvider)
             var limits = StoreLimits.default
             limits.valueBytesMax = maxValueBytes
 
@@ -83,12 +102,39 @@ struct Up: AsyncParsableCommand {
                 store: store, group: group,
                 limits: ServerLimits(connectionsMax: maxConnections, frames: .forValues(limits)),
                 logger: logger, version: Weft.version)
-            let address = try await server.start(host: host, port: port)
-            let shown = "\(address.ipAddress ?? host):\(address.port ?? port)"
+            // libfabric first: the TCP port accepting is what tells scripts the node is ready.
+            var fabricListener: [String: Any]? = nil
+            logger.info("transport choice", metadata: ["reason": "\(decision.reason)"])
+            if let provider = decision.fabricProvider {
+                let (fabricHost, fabricPort) = try fabricListen.map { a throws(WeftError) in try WeftClient.parseAddress(a, allowAnyPort: true) }
+                    ?? (host, port == 0 ? 0 : port + 1)
+                let fabric = FabricServerTransport(
+                    group: group, options: .init(provider: provider), frameBytesMax: FrameLimits.forValues(limits).frameBytesMax, logger: logger)
+                do {
+                    let fabricAddress = try await server.listen(fabric, host: fabricHost, port: fabricPort)
+                    fabricListener = ["transport": "fabric", "address": "\(fabricAddress)", "provider": fabric.providerName ?? provider]
+                } catch let error as WeftError {
+                    guard decision.fallBackToTCP else {
+                        await server.stop()
+                        throw WeftError(error.code, "--transport \(transport): \(error.message)")
+                    }
+                    logger.warning("libfabric unavailable, serving TCP only", metadata: ["error": "\(error)"])
+                }
+            }
+            let address: TransportAddress
+            do {
+                address = try await server.start(host: host, port: port)
+            } catch {
+                await server.stop()
+                throw error
+            }
+            let listeners: [[String: Any]] = [["transport": "tcp", "address": "\(address)"]] + (fabricListener.map { [$0] } ?? [])
+            let shown = "\(address)"
             if json {
-                Output.json(["address": shown, "durable": data != nil])
+                Output.json(["address": shown, "durable": data != nil, "listeners": listeners])
             } else {
-                Output.line("weft listening on \(shown)\(data.map { " (durable: \($0), sync \(sync.rawValue))" } ?? " (in memory)")")
+                let extra = listeners.dropFirst().map { " + \($0["transport"]!) on \($0["address"]!)" }.joined()
+                Output.line("weft listening on \(shown)\(extra)\(data.map { " (durable: \($0), sync \(sync.rawValue))" } ?? " (in memory)")")
             }
 
             // Leases end on time: tick every 100 ms.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import WeftCore
+import WeftTransport
 
 @main
 struct Weft: AsyncParsableCommand {
@@ -70,7 +71,18 @@ struct ClientOptions: ParsableArguments {
     @Flag(name: .long, help: "Machine-readable output: one JSON object per result.")
     var json = false
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Transport: auto, tcp, fabric or rdma (default: $WEFT_TRANSPORT or auto).",
+        discussion: "auto uses the server's libfabric listener when this machine has an RDMA device, else TCP; fabric and rdma insist on libfabric."))
+    var transport: String?
+
     var address: String {
         server ?? ProcessInfo.processInfo.environment["WEFT_SERVER"] ?? Self.defaultAddress
+    }
+
+    var transportRequest: TransportRequest {
+        get throws(WeftError) {
+            try TransportRequest(parsing: transport ?? ProcessInfo.processInfo.environment["WEFT_TRANSPORT"] ?? "auto")
+        }
     }
 }

@@ -22,7 +22,7 @@ final class InProcessServer: Sendable {
         let server = StateServer(
             store: store, group: group, limits: serverLimits ?? ServerLimits(frames: .forValues(limits)), logger: logger, version: "test")
         let address = try await server.start(host: "127.0.0.1", port: 0)
-        return InProcessServer(store: store, server: server, port: address.port!, group: group)
+        return InProcessServer(store: store, server: server, port: address.port, group: group)
     }
 
     private init(store: MemoryStore, server: StateServer, port: Int, group: MultiThreadedEventLoopGroup) {

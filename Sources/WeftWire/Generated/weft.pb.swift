@@ -887,7 +887,31 @@ public nonisolated struct Weft_V1_Status: Sendable {
 
   public var connections: UInt64 = 0
 
+  /// The transport of the connection this status came over: "tcp", "fabric" or "inprocess".
   public var transport: String = String()
+
+  /// Every transport the server listens on, so a client can move to a faster one (negotiation).
+  public var listeners: [Weft_V1_Listener] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One transport a server listens on.
+public nonisolated struct Weft_V1_Listener: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "tcp" or "fabric"
+  public var transport: String = String()
+
+  /// HOST:PORT
+  public var address: String = String()
+
+  /// libfabric provider stack for "fabric", e.g. "verbs;ofi_rxm"
+  public var provider: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2452,7 +2476,7 @@ nonisolated extension Weft_V1_LeaseRevoked: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Weft_V1_Status: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Status"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}keys\0\u{3}value_bytes\0\u{1}shards\0\u{1}leases\0\u{1}watchers\0\u{1}durable\0\u{1}version\0\u{1}connections\0\u{1}transport\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}keys\0\u{3}value_bytes\0\u{1}shards\0\u{1}leases\0\u{1}watchers\0\u{1}durable\0\u{1}version\0\u{1}connections\0\u{1}transport\0\u{1}listeners\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2470,6 +2494,7 @@ nonisolated extension Weft_V1_Status: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 8: try { try decoder.decodeSingularStringField(value: &self.version) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.connections) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.transport) }()
+      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.listeners) }()
       default: break
       }
     }
@@ -2506,6 +2531,9 @@ nonisolated extension Weft_V1_Status: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if !self.transport.isEmpty {
       try visitor.visitSingularStringField(value: self.transport, fieldNumber: 10)
     }
+    if !self.listeners.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.listeners, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2520,6 +2548,47 @@ nonisolated extension Weft_V1_Status: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.version != rhs.version {return false}
     if lhs.connections != rhs.connections {return false}
     if lhs.transport != rhs.transport {return false}
+    if lhs.listeners != rhs.listeners {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_Listener: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Listener"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}transport\0\u{1}address\0\u{1}provider\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.transport) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.provider) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.transport.isEmpty {
+      try visitor.visitSingularStringField(value: self.transport, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    if !self.provider.isEmpty {
+      try visitor.visitSingularStringField(value: self.provider, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_Listener, rhs: Weft_V1_Listener) -> Bool {
+    if lhs.transport != rhs.transport {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.provider != rhs.provider {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,191 @@
+import NIOCore
+import Synchronization
+import WeftCore
+import WeftTransport
+import WeftWire
+
+/// What the client sends: a request plus how to deliver its answer.
+struct OutboundRequest {
+    enum Reply {
+        case unary(EventLoopPromise<ClientResponse>)
+        case watch(WatchStream)
+        case none
+    }
+    var request: ServerRequest
+    var reply: Reply
+    var deadline: NIODeadline
+}
+
+/// One connection of a client, on any transport: numbers requests, matches responses to them by
+/// id, feeds watches, and times out requests that get no answer. Confined to its link's event
+/// loop, except `isOpen` and `submit`, which any thread may call.
+final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
+    private struct Pending {
+        var promise: EventLoopPromise<ClientResponse>
+        var deadline: NIODeadline
+    }
+
+    let link: any FrameLink
+    private var nextID: UInt64 = 1
+    private var pending: [UInt64: Pending] = [:]
+    private var watches: [UInt64: WatchStream] = [:]
+    private var sweep: RepeatedTask?
+    private var failed: WeftError?
+    private var reader = FrameReader(limits: FrameLimits(frameBytesMax: Int(Int32.max)))
+    private let open = Atomic<Bool>(true)
+
+    /// Attaches a session to `link`; on the link's loop, before any input.
+    static func attach(to link: any FrameLink) -> ClientSession {
+        let session = ClientSession(link: link)
+        link.setDelegate(session)
+        let loop = link.eventLoop
+        let bound = NIOLoopBound(session, eventLoop: loop)
+        session.sweep = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
+            bound.value.expire()
+        }
+        return session
+    }
+
+    private init(link: any FrameLink) {
+        self.link = link
+    }
+
+    /// False once the link has closed: the pool then opens a new one.
+    var isOpen: Bool { open.load(ordering: .relaxed) }
+
+    var eventLoop: any EventLoop { link.eventLoop }
+
+    /// Sends a request from any thread.
+    func submit(_ out: OutboundRequest) {
+        let loop = link.eventLoop
+        if loop.inEventLoop {
+            send(out)
+        } else {
+            loop.execute { self.send(out) }
+        }
+    }
+
+    private func send(_ out: OutboundRequest) {
+        guard failed == nil else {
+            let error = failed ?? WeftError(.unavailable, "connection closed")
+            if case .unary(let p) = out.reply { p.fail(error) }
+            if case .watch(let w) = out.reply { w.finish(error) }
+            return
+        }
+        let id = nextID
+        nextID &+= 1
+        switch out.reply {
+        case .unary(let p): pending[id] = Pending(promise: p, deadline: out.deadline)
+        case .watch(let w):
+            w.attach(id: id, session: self)
+            watches[id] = w
+        case .none: break
+        }
+        var buffer = link.allocator.buffer(capacity: 96 + out.request.payloadBytes)
+        buffer.writeRequest(id: id, out.request)
+        link.write(buffer)
+        link.flush()
+    }
+
+    // MARK: FrameLinkDelegate
+
+    var wantsInput: Bool { true }
+
+    func linkRead(_ bytes: ByteBuffer) {
+        do {
+            try reader.read(bytes) { frame in
+                guard case .frame(let frame) = frame else {
+                    fail(WeftError(.malformedRequest, "server sent an oversized frame"))
+                    return false
+                }
+                handle(frame)
+                return failed == nil
+            }
+        } catch {
+            fail(WeftError(.malformedRequest, "server sent a malformed frame: \(error.description)"))
+        }
+    }
+
+    func linkReadComplete() {}
+
+    func linkWritabilityChanged() {}
+
+    func linkClosed(_ error: WeftError?) {
+        sweep?.cancel()
+        sweep = nil
+        failAll(error ?? WeftError(.unavailable, "connection to the server closed"))
+    }
+
+    private func handle(_ frame: RawFrame) {
+        let id: UInt64
+        let response: ClientResponse
+        do {
+            (id, response) = try ResponseCodec.decode(frame)
+        } catch {
+            fail(error)
+            return
+        }
+        if id == 0 {
+            // An error about the connection itself; the server closes it next.
+            if case .state(.failure(let error)) = response { failAll(error) }
+            return
+        }
+        if let p = pending.removeValue(forKey: id) {
+            p.promise.succeed(response)
+            return
+        }
+        if let w = watches[id] {
+            switch response {
+            case .watchCreated(let start): w.created(startRevision: start)
+            case .watchEvents(let events): w.receive(events)
+            case .watchEnded(let error):
+                watches[id] = nil
+                w.finish(error)
+            case .state(.failure(let error)):
+                watches[id] = nil
+                w.finish(error)
+            default:
+                break
+            }
+        }
+    }
+
+    /// A broken connection: fail everything and close it.
+    private func fail(_ error: WeftError) {
+        failAll(error)
+        link.close()
+    }
+
+    private func expire() {
+        let now = NIODeadline.now()
+        let late = pending.filter { $0.value.deadline < now }
+        for (id, p) in late {
+            pending[id] = nil
+            p.promise.fail(WeftError(.timeout, "no answer from the server in time"))
+        }
+    }
+
+    private func failAll(_ error: WeftError) {
+        if failed == nil { failed = error }
+        open.store(false, ordering: .relaxed)
+        let p = pending
+        pending.removeAll()
+        for (_, v) in p { v.promise.fail(error) }
+        let w = watches
+        watches.removeAll()
+        for (_, v) in w { v.finish(error) }
+    }
+
+    /// Ends a watch on the server (from any thread).
+    func cancelWatch(id: UInt64) {
+        link.eventLoop.execute {
+            guard self.watches.removeValue(forKey: id) != nil else { return }
+            self.send(OutboundRequest(request: .cancelWatch(watchID: id), reply: .none, deadline: .distantFuture))
+        }
+    }
+
+    /// Closes the link (from any thread).
+    func close() {
+        link.close()
+    }
+}

@@ -1,0 +1,253 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOCore
+import WeftCore
+import WeftWire
+
+/// Serves one connection, whatever its transport: splits the inbound byte stream into frames,
+/// runs requests against the store (pipelined, answered as they complete), streams watches and
+/// applies backpressure. Confined to its link's event loop.
+final class ServerSession: FrameLinkDelegate {
+    private let shared: ServerShared
+    private var link: (any FrameLink)?
+    private var inFlight = 0
+    private var inReadBatch = false
+    private var needsFlush = false
+    private var closing = false
+    private var watches: [UInt64: ActiveWatch] = [:]
+    private var logger: Logger
+    private var reader: FrameReader
+
+    struct ActiveWatch {
+        var registration: any WatchRegistration
+        var sink: ConnectionWatchSink
+    }
+
+    /// Starts serving `link` (on its loop); refuses it with `overloaded` past the connection limit.
+    static func serve(_ link: any FrameLink, shared: ServerShared) {
+        let session = ServerSession(shared: shared, link: link)
+        link.setDelegate(session)
+        let n = shared.connections.wrappingAdd(1, ordering: .relaxed).newValue
+        shared.register(link)
+        if n > shared.limits.connectionsMax {
+            session.logger.warning("refusing connection: \(n - 1) open, the limit is \(shared.limits.connectionsMax)")
+            session.closeWithError(WeftError(.overloaded, "too many connections (limit \(shared.limits.connectionsMax))"))
+        }
+    }
+
+    private init(shared: ServerShared, link: any FrameLink) {
+        self.shared = shared
+        self.link = link
+        self.logger = shared.logger
+        self.reader = FrameReader(limits: shared.limits.frames)
+        logger[metadataKey: "peer"] = "\(link.peerDescription)"
+        logger[metadataKey: "transport"] = "\(link.transportName)"
+    }
+
+    func linkClosed(_ error: WeftError?) {
+        guard let link else { return }
+        self.link = nil
+        shared.connections.wrappingSubtract(1, ordering: .relaxed)
+        shared.unregister(link)
+        if let error { logger.debug("connection ended: \(error)") }
+        for (_, w) in watches {
+            w.registration.cancel()
+            w.sink.close()
+        }
+        watches.removeAll()
+    }
+
+    // MARK: reading requests
+
+    var wantsInput: Bool {
+        inFlight < shared.limits.inFlightPerConnectionMax && (link?.isWritable ?? false)
+    }
+
+    func linkRead(_ bytes: ByteBuffer) {
+        guard !closing else { return }
+        inReadBatch = true
+        do {
+            try reader.read(bytes) { frame in
+                handle(frame)
+                return !closing
+            }
+        } catch {
+            logger.warning("closing connection: \(error.description)")
+            closeWithError(WeftError(.malformedRequest, error.description))
+        }
+    }
+
+    private func handle(_ frame: InboundFrame) {
+        switch frame {
+        case .frame(let frame):
+            switch RequestCodec.decode(frame, limits: shared.store.limits) {
+            case .request(let id, let request):
+                serve(id: id, request)
+            case .invalid(let id, let error):
+                write { $0.writeResponse(id: id, .failure(error)) }
+            case .undecodable(let reason):
+                logger.warning("closing connection: \(reason)")
+                closeWithError(WeftError(.malformedRequest, reason))
+            }
+        case .oversized(let header, let frameBytes):
+            guard let id = RequestCodec.requestID(ofOversizedHeader: header) else {
+                logger.warning("closing connection: oversized frame (\(frameBytes) bytes) with an undecodable header")
+                closeWithError(WeftError(.malformedRequest, "oversized frame with an undecodable header"))
+                return
+            }
+            let limit = shared.limits.frames.frameBytesMax
+            write {
+                $0.writeResponse(id: id, .failure(WeftError(.valueTooLarge, "frame of \(frameBytes) bytes exceeds the limit of \(limit)")))
+            }
+        }
+    }
+
+    func linkReadComplete() {
+        inReadBatch = false
+        flushIfNeeded()
+    }
+
+    // MARK: backpressure
+
+    func linkWritabilityChanged() {
+        guard let link, link.isWritable else { return }
+        for (_, w) in watches { w.sink.drain() }
+        link.resumeInput()
+    }
+
+    // MARK: serving
+
+    private func serve(id: UInt64, _ request: ServerRequest) {
+        guard let link else { return }
+        switch request {
+        case .state(let stateRequest):
+            inFlight += 1
+            let loop = link.eventLoop
+            let bound = NIOLoopBound(self, eventLoop: loop)
+            shared.store.execute(stateRequest) { result in
+                if loop.inEventLoop {
+                    bound.value.complete(id: id, result)
+                } else {
+                    loop.execute { bound.value.complete(id: id, result) }
+                }
+            }
+        case .watch(let target, let from, let keysOnly):
+            startWatch(id: id, target: target, from: from, keysOnly: keysOnly)
+        case .cancelWatch(let watchID):
+            if let w = watches.removeValue(forKey: watchID) {
+                w.registration.cancel()
+                w.sink.close()
+                write { $0.writeWatchEnded(id: watchID, error: nil) }
+            } else {
+                write { $0.writeResponse(id: id, .failure(WeftError(.notFound, "no watch \(watchID) on this connection"))) }
+            }
+        }
+    }
+
+    private func complete(id: UInt64, _ result: Result<StateResponse, WeftError>) {
+        inFlight -= 1
+        guard let link, !closing else { return }
+        switch result {
+        case .success(.value(let kv)):
+            write(capacity: 96 + kv.key.utf8.count + kv.value.count) { $0.writeResponse(id: id, result) }
+        case .success(.list(let entries, let more, let revision)):
+            let cut = Self.cutList(entries, bytesMax: shared.limits.listResponseBytesMax)
+            write {
+                $0.writeResponse(id: id, .success(.list(entries: cut, more: more || cut.count < entries.count, revision: revision)))
+            }
+        case .success(.status):
+            let info = shared.info(transport: link.transportName)
+            write { $0.writeResponse(id: id, result, info: info) }
+        default:
+            write { $0.writeResponse(id: id, result) }
+        }
+        if !inReadBatch { flushIfNeeded() }
+        link.resumeInput()
+    }
+
+    static func cutList(_ entries: [KeyValue], bytesMax: Int) -> [KeyValue] {
+        var total = 0
+        for (i, e) in entries.enumerated() {
+            total += e.value.count + e.key.utf8.count
+            if total > bytesMax { return Array(entries.prefix(max(i, 1))) }
+        }
+        return entries
+    }
+
+    private func startWatch(id: UInt64, target: WatchTarget, from: Revision?, keysOnly: Bool) {
+        guard let link else { return }
+        guard watches[id] == nil else {
+            write { $0.writeResponse(id: id, .failure(WeftError(.invalidArgument, "request id \(id) is already a watch"))) }
+            return
+        }
+        guard watches.count < shared.limits.watchesPerConnectionMax else {
+            write {
+                $0.writeResponse(id: id, .failure(WeftError(.overloaded, "too many watches on this connection (limit \(self.shared.limits.watchesPerConnectionMax))")))
+            }
+            return
+        }
+        let sink = ConnectionWatchSink(
+            watchID: id, eventLoop: link.eventLoop, backlogMax: shared.store.limits.watchBacklogMax,
+            handler: NIOLoopBound(self, eventLoop: link.eventLoop))
+        do {
+            let registration = try shared.store.watch(target, fromRevision: from, includeValues: !keysOnly, sink: sink)
+            watches[id] = ActiveWatch(registration: registration, sink: sink)
+            write { $0.writeWatchCreated(id: id, startRevision: registration.startRevision) }
+        } catch {
+            sink.close()
+            write { $0.writeResponse(id: id, .failure(error)) }
+        }
+    }
+
+    /// Called by a sink on the event loop with the events it has gathered.
+    func writeWatchEvents(watchID: UInt64, _ events: [WatchEvent]) -> Bool {
+        guard let link, !closing, watches[watchID] != nil else { return false }
+        guard link.isWritable else { return false }
+        var start = 0
+        // Keep frames moderate: at most 256 events per frame.
+        while start < events.count {
+            let end = min(start + 256, events.count)
+            write { $0.writeWatchEvents(id: watchID, events[start..<end]) }
+            start = end
+        }
+        flushIfNeeded()
+        return true
+    }
+
+    /// Called by a sink on the event loop when the store ended its watch.
+    func endWatch(watchID: UInt64, error: WeftError) {
+        guard link != nil, let w = watches.removeValue(forKey: watchID) else { return }
+        w.registration.cancel()
+        write { $0.writeWatchEnded(id: watchID, error: error) }
+        flushIfNeeded()
+    }
+
+    // MARK: writing
+
+    private func write(capacity: Int = 64, _ body: (inout ByteBuffer) -> Void) {
+        guard let link else { return }
+        var buffer = link.allocator.buffer(capacity: capacity)
+        body(&buffer)
+        link.write(buffer)
+        needsFlush = true
+    }
+
+    private func flushIfNeeded() {
+        if needsFlush {
+            needsFlush = false
+            link?.flush()
+        }
+    }
+
+    private func closeWithError(_ error: WeftError) {
+        guard !closing, let link else { return }
+        closing = true
+        var buffer = link.allocator.buffer(capacity: 64)
+        buffer.writeConnectionError(error)
+        link.write(buffer)
+        link.flush()
+        link.close()
+    }
+}
