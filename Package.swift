@@ -16,6 +16,8 @@ let package = Package(
         .library(name: "WeftClient", targets: ["WeftClient"]),
         .library(name: "WeftStorage", targets: ["WeftStorage"]),
         .library(name: "WeftTransport", targets: ["WeftTransport"]),
+        .library(name: "WeftSandbox", targets: ["WeftSandbox"]),
+        .executable(name: "weft-launcher", targets: ["weft-launcher"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -103,6 +105,14 @@ let package = Package(
             ]
         ),
 
+        // The sandbox launcher: a single-threaded C program the worker spawns per function
+        // instance (namespaces, mounts, rlimits, cgroup, no_new_privs, seccomp via libseccomp).
+        .executableTarget(name: "weft-launcher", linkerSettings: [.linkedLibrary("seccomp")]),
+        // Spawning and supervising sandboxed instances from Swift (no NIO, no Foundation).
+        .target(name: "WeftSandbox", dependencies: ["WeftCore"], swiftSettings: releaseSettings),
+        // A misbehaving test program for the sandbox tests.
+        .executableTarget(name: "sandbox-probe"),
+
         .testTarget(
             name: "WeftCoreTests",
             dependencies: ["WeftCore", .product(name: "PropertyBased", package: "swift-property-based")]
@@ -128,6 +138,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        .testTarget(name: "WeftSandboxTests", dependencies: ["WeftSandbox", "WeftCore", "weft-launcher", "sandbox-probe"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -19,6 +19,10 @@ public struct WeftError: Error, Sendable, Equatable, CustomStringConvertible {
         case outOfRange = 14
         case storageFailure = 15
         case cancelled = 16
+        /// A function instance exceeded its memory limit and was killed.
+        case outOfMemory = 17
+        /// A function instance crashed or exited mid-protocol (the message carries its stderr tail).
+        case functionCrashed = 18
         case internalError = 99
 
         public var description: String {
@@ -39,6 +43,8 @@ public struct WeftError: Error, Sendable, Equatable, CustomStringConvertible {
             case .outOfRange: "outOfRange"
             case .storageFailure: "storageFailure"
             case .cancelled: "cancelled"
+            case .outOfMemory: "outOfMemory"
+            case .functionCrashed: "functionCrashed"
             case .internalError: "internalError"
             }
         }
