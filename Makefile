@@ -21,8 +21,12 @@ deps:
 build: deps
 	$(SWIFT) build
 
+# The CLI, the sandbox launcher, and the example functions the demo deploys.
 release: deps
 	$(SWIFT) build -c release --product weft
+	$(SWIFT) build -c release --product weft-launcher
+	$(SWIFT) build -c release --product hello
+	$(SWIFT) build -c release --product wordcount
 
 # Starts the embedded single node, runs Examples/demo.sh against it, stops it.
 run: release

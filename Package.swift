@@ -18,6 +18,8 @@ let package = Package(
         .library(name: "WeftTransport", targets: ["WeftTransport"]),
         .library(name: "WeftSandbox", targets: ["WeftSandbox"]),
         .executable(name: "weft-launcher", targets: ["weft-launcher"]),
+        .library(name: "WeftGateway", targets: ["WeftGateway"]),
+        .library(name: "WeftFunction", targets: ["WeftFunction"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -25,6 +27,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        // The gateway's HTTP server. No traits: skips swift-configuration and full Foundation.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        // Already resolved through Hummingbird; named here for ServiceGroup, HTTPField and the
+        // metrics API.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        // /metrics in Prometheus text format (small: Atomics + CoreMetrics).
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // The state model: keys, versions, operations, errors, watch hub, leases, in-memory store.
@@ -97,7 +108,7 @@ let package = Package(
         .executableTarget(
             name: "weft",
             dependencies: [
-                "WeftCore", "WeftStorage", "WeftTransport", "WeftClient", "WeftBench",
+                "WeftCore", "WeftStorage", "WeftTransport", "WeftClient", "WeftBench", "WeftRuntime", "WeftSandbox", "WeftGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -105,6 +116,54 @@ let package = Package(
             ]
         ),
 
+        // The worker: function registry (as state), instance pool, scheduler, invocation
+        // records, chaining, fan-out, triggers, metering.
+        .target(
+            name: "WeftRuntime",
+            dependencies: [
+                "WeftCore", "WeftWire", "WeftTransport", "WeftClient", "WeftSandbox",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: releaseSettings
+        ),
+        // The HTTP API on Hummingbird: tokens and tenants, state (ETag/If-Match), watch as
+        // server-sent events, functions (deploy, invoke, records), /metrics, /healthz.
+        .target(
+            name: "WeftGateway",
+            dependencies: [
+                "WeftCore", "WeftRuntime",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: releaseSettings
+        ),
+        // The function SDK: handler protocols (bytes, Codable, closure) and the runtime loop an
+        // instance runs over the socket it inherits from its worker (fd 3).
+        .target(
+            name: "WeftFunction",
+            dependencies: [
+                "WeftCore", "WeftWire", "WeftTransport", "WeftClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: releaseSettings
+        ),
+        // Example functions.
+        .executableTarget(name: "hello", dependencies: ["WeftFunction"], path: "Examples/hello"),
+        .executableTarget(name: "wordcount", dependencies: ["WeftFunction"], path: "Examples/wordcount"),
+        .executableTarget(name: "counter", dependencies: ["WeftFunction"], path: "Examples/counter"),
+        // A function that misbehaves on command, for the worker's hostile-function tests.
+        .target(name: "HostileSupport", path: "Tests/Functions/HostileSupport"),
+        .executableTarget(name: "hostile-function", dependencies: ["WeftFunction", "HostileSupport"], path: "Tests/Functions/hostile"),
         // The sandbox launcher: a single-threaded C program the worker spawns per function
         // instance (namespaces, mounts, rlimits, cgroup, no_new_privs, seccomp via libseccomp).
         .executableTarget(name: "weft-launcher", linkerSettings: [.linkedLibrary("seccomp")]),
@@ -135,6 +194,33 @@ let package = Package(
             dependencies: [
                 "WeftCore", "WeftClient", "WeftTransport", "WeftStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "WeftGatewayTests",
+            dependencies: [
+                "WeftGateway", "WeftCore", "WeftRuntime",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "WeftFunctionTests",
+            dependencies: [
+                "WeftFunction", "WeftCore", "WeftWire", "WeftTransport", "WeftClient", "hello", "counter", "wordcount",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "WeftRuntimeTests",
+            dependencies: [
+                "WeftRuntime", "WeftCore", "WeftSandbox", "WeftClient", "WeftTransport",
+                "hello", "counter", "wordcount", "hostile-function", "weft-launcher",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

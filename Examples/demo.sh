@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # A short tour of Weft against a fresh embedded node: put/get, versions and CAS, a watch,
-# a barrier of 3 parties, then shut down. Used by `make run`.
+# a barrier of 3 parties, functions (deploy, invoke, a map/reduce word count), then shut down.
+# Used by `make run`; the example functions are expected next to the weft binary.
 set -euo pipefail
 WEFT=${1:-weft}
 LOG=$(mktemp)
 "$WEFT" up --listen 127.0.0.1:0 --json >"$LOG" 2>"$LOG.err" &
 PID=$!
-trap 'kill -TERM $PID 2>/dev/null; wait $PID 2>/dev/null || true; rm -f "$LOG" "$LOG.err"' EXIT
+trap 'kill -TERM $PID 2>/dev/null; wait $PID 2>/dev/null || true; rm -f "$LOG" "$LOG.err" "$LOG.text"' EXIT
 for _ in $(seq 1 100); do grep -q address "$LOG" && break; sleep 0.05; done
 export WEFT_SERVER=$(sed -E 's/.*"address":"([^"]+)".*/\1/' "$LOG")
 echo "== weft up is listening on $WEFT_SERVER"
@@ -38,6 +39,20 @@ for p in a b c; do
   PARTIES+=($!)
 done
 wait "${PARTIES[@]}"
+
+BIN=$(dirname "$WEFT")
+if [ -x "$BIN/hello" ] && [ -x "$BIN/weft-launcher" ]; then
+  echo "== functions: deploy hello, invoke it (cold, then warm)"
+  "$WEFT" deploy hello "$BIN/hello" --memory 64 --timeout 5s
+  for who in world again; do echo "$("$WEFT" invoke hello "$who")"; done
+  echo "== word count: the driver maps over chunks, the mapper adds to state counters"
+  "$WEFT" deploy wordcount "$BIN/wordcount" --concurrency 2 >/dev/null
+  "$WEFT" deploy wordcount-map "$BIN/wordcount" --concurrency 4 >/dev/null
+  for i in $(seq 1 200); do echo "the weft holds the warp, the warp holds the weft $i"; done > "$LOG.text"
+  "$WEFT" invoke wordcount --file "$LOG.text"; echo
+else
+  echo "== (functions skipped: build the hello, wordcount and weft-launcher products to see them)"
+fi
 
 echo "== status"
 "$WEFT" status

@@ -77,6 +77,14 @@ public final class WeftClient: Sendable {
         return client
     }
 
+    /// Connects over a transport that needs no address, such as `ConnectedSocketTransport` (the
+    /// socket a function instance inherits): one connection, which is not replaced once it ends.
+    public static func connect(transport: any ClientTransport, options: Options = Options()) async throws(WeftError) -> WeftClient {
+        var opts = options
+        opts.connections = 1
+        return try await connect(host: "", port: 0, connections: 1, options: opts, group: nil, transport: transport, ownsTransport: false)
+    }
+
     /// Connects to "host:port" with the transport `request` asks for (see `negotiate`).
     public static func connect(
         address: String, connections: Int = 1, options: Options? = nil,
@@ -200,10 +208,13 @@ public final class WeftClient: Sendable {
         return try await session(slot: i < 0 ? -i : i)
     }
 
-    func send(_ request: ServerRequest) async throws(WeftError) -> ClientResponse {
+    /// Sends a request and waits for its answer, up to `timeoutMs` (the request timeout by
+    /// default; `Int64.max` waits as long as the connection lives, e.g. for a long poll).
+    func send(_ request: ServerRequest, timeoutMs: Int64? = nil) async throws(WeftError) -> ClientResponse {
         let session = try await pickSession()
         let promise = session.eventLoop.makePromise(of: ClientResponse.self)
-        let deadline = NIODeadline.now() + .milliseconds(options.requestTimeoutMs)
+        let wait = timeoutMs ?? options.requestTimeoutMs
+        let deadline = wait >= Int64.max / 1_000_000 ? NIODeadline.distantFuture : NIODeadline.now() + .milliseconds(wait)
         session.submit(OutboundRequest(request: request, reply: .unary(promise), deadline: deadline))
         do {
             return try await promise.futureResult.get()

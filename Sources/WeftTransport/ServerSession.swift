@@ -13,6 +13,8 @@ final class ServerSession: FrameLinkDelegate {
     private let shared: ServerShared
     private var link: (any FrameLink)?
     private var inFlight = 0
+    /// `function_next` requests waiting for work (long polls: not counted in `inFlight`).
+    private var waitingForWork = 0
     private var inReadBatch = false
     private var needsFlush = false
     private var closing = false
@@ -52,6 +54,7 @@ final class ServerSession: FrameLinkDelegate {
         shared.connections.wrappingSubtract(1, ordering: .relaxed)
         shared.unregister(link)
         if let error { logger.debug("connection ended: \(error)") }
+        shared.functions?.closed()
         for (_, w) in watches {
             w.registration.cancel()
             w.sink.close()
@@ -143,7 +146,73 @@ final class ServerSession: FrameLinkDelegate {
             } else {
                 write { $0.writeResponse(id: id, .failure(WeftError(.notFound, "no watch \(watchID) on this connection"))) }
             }
+        case .functionNext, .functionResult, .functionInvoke:
+            serveFunction(id: id, request)
         }
+    }
+
+    // MARK: functions
+
+    private static let noFunctions = WeftError(.invalidArgument, "this server runs no functions")
+
+    private func serveFunction(id: UInt64, _ request: ServerRequest) {
+        guard let link else { return }
+        guard let functions = shared.functions else {
+            write { $0.writeResponse(id: id, .failure(Self.noFunctions)) }
+            return
+        }
+        let loop = link.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        /// Runs `body` on the loop, at once when already there.
+        @Sendable func onLoop(_ body: @escaping @Sendable () -> Void) {
+            if loop.inEventLoop { body() } else { loop.execute(body) }
+        }
+        switch request {
+        case .functionNext:
+            guard waitingForWork < shared.limits.inFlightPerConnectionMax else {
+                write { $0.writeResponse(id: id, .failure(WeftError(.overloaded, "too many function_next requests waiting on this connection"))) }
+                return
+            }
+            waitingForWork += 1
+            functions.next { result in
+                onLoop { bound.value.completeNext(id: id, result) }
+            }
+        case .functionResult(let invocationID, let output, let error):
+            functions.result(invocationID: invocationID, output: output, error: error)
+            write { $0.writeOK(id: id) }
+        case .functionInvoke(let function, let input, let async):
+            inFlight += 1
+            functions.invoke(function: function, input: input, async: async) { result in
+                onLoop { bound.value.completeInvoke(id: id, result) }
+            }
+        default:
+            preconditionFailure("not a function request")
+        }
+    }
+
+    private func completeNext(id: UInt64, _ result: Result<FunctionInvocation, WeftError>) {
+        waitingForWork -= 1
+        guard link != nil, !closing else { return }
+        switch result {
+        case .success(let invocation):
+            write(capacity: 128 + invocation.input.count) { $0.writeFunctionInvocation(id: id, invocation) }
+        case .failure(let error):
+            write { $0.writeResponse(id: id, .failure(error)) }
+        }
+        if !inReadBatch { flushIfNeeded() }
+    }
+
+    private func completeInvoke(id: UInt64, _ result: Result<(String, [UInt8]), WeftError>) {
+        inFlight -= 1
+        guard let link, !closing else { return }
+        switch result {
+        case .success(let (invocationID, output)):
+            write(capacity: 96 + output.count) { $0.writeFunctionOutput(id: id, invocationID: invocationID, output: output) }
+        case .failure(let error):
+            write { $0.writeResponse(id: id, .failure(error)) }
+        }
+        if !inReadBatch { flushIfNeeded() }
+        link.resumeInput()
     }
 
     private func complete(id: UInt64, _ result: Result<StateResponse, WeftError>) {

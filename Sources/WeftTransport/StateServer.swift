@@ -18,16 +18,24 @@ public final class StateServer: Sendable {
     private let extraTransports = Mutex<[any ServerTransport]>([])
 
     /// A server on TCP (SwiftNIO) with connections spread over `group`'s event loops.
-    public convenience init(store: any StateStore, group: any EventLoopGroup, limits: ServerLimits = ServerLimits(), logger: Logger, version: String) {
-        self.init(store: store, transport: TCPServerTransport(group: group), limits: limits, logger: logger, version: version)
+    /// `functions` serves the function requests of clients (e.g. `function_invoke` on a node
+    /// that runs a worker); without it they are answered with `invalidArgument`.
+    public convenience init(
+        store: any StateStore, group: any EventLoopGroup, limits: ServerLimits = ServerLimits(), logger: Logger, version: String,
+        functions: (any FunctionRequestHandler)? = nil
+    ) {
+        self.init(store: store, transport: TCPServerTransport(group: group), limits: limits, logger: logger, version: version, functions: functions)
     }
 
-    public init(store: any StateStore, transport: any ServerTransport, limits: ServerLimits = ServerLimits(), logger: Logger, version: String) {
+    public init(
+        store: any StateStore, transport: any ServerTransport, limits: ServerLimits = ServerLimits(), logger: Logger, version: String,
+        functions: (any FunctionRequestHandler)? = nil
+    ) {
         self.store = store
         self.transport = transport
         self.limits = limits
         self.logger = logger
-        self.shared = ServerShared(store: store, limits: limits, logger: logger, version: version)
+        self.shared = ServerShared(store: store, limits: limits, logger: logger, version: version, functions: functions)
     }
 
     /// Binds `transport` (the one given at init) and starts accepting; returns the bound
@@ -70,15 +78,18 @@ final class ServerShared: Sendable {
     let limits: ServerLimits
     let logger: Logger
     let version: String
+    /// Serves function requests; nil on a plain state server.
+    let functions: (any FunctionRequestHandler)?
     let connections = Atomic<Int>(0)
     private let open = Mutex<[ObjectIdentifier: any FrameLink]>([:])
     private let listeners = Mutex<[ServerInfo.Listener]>([])
 
-    init(store: any StateStore, limits: ServerLimits, logger: Logger, version: String) {
+    init(store: any StateStore, limits: ServerLimits, logger: Logger, version: String, functions: (any FunctionRequestHandler)? = nil) {
         self.store = store
         self.limits = limits
         self.logger = logger
         self.version = version
+        self.functions = functions
     }
 
     func register(_ link: any FrameLink) {

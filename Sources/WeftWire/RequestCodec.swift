@@ -7,12 +7,24 @@ public enum ServerRequest: Sendable, Equatable {
     case state(StateRequest)
     case watch(target: WatchTarget, fromRevision: Revision?, keysOnly: Bool)
     case cancelWatch(watchID: UInt64)
+    /// An instance asks for its next invocation (a long poll).
+    case functionNext
+    /// An instance reports the outcome of an invocation: its output, or the error it failed with.
+    case functionResult(invocationID: String, output: [UInt8], error: WeftError?)
+    /// Runs a function: answered with its output, or at once with only its id when `async`.
+    case functionInvoke(function: String, input: [UInt8], async: Bool)
 }
 
 extension ServerRequest {
     /// Bytes of value this request carries in its frame payload (a sizing hint).
     public var payloadBytes: Int {
-        guard case .state(let s) = self else { return 0 }
+        let s: StateRequest
+        switch self {
+        case .state(let request): s = request
+        case .functionResult(_, let output, _): return output.count
+        case .functionInvoke(_, let input, _): return input.count
+        case .watch, .cancelWatch, .functionNext: return 0
+        }
         switch s {
         case .put(_, let value, _, _): return value.count
         case .writeRange(_, _, let bytes, _), .append(_, let bytes, _): return bytes.count
@@ -116,6 +128,12 @@ public enum RequestCodec {
             return .state(.leaseRevoke(id: k.id))
         case .status:
             return .state(.status)
+        case .functionNext:
+            return .functionNext
+        case .functionResult(let m):
+            return try decodeFunctionResult(m, payload: payload, limits: limits)
+        case .functionInvoke(let m):
+            return try decodeFunctionInvoke(m, payload: payload, limits: limits)
         }
     }
 }
@@ -216,6 +234,8 @@ extension ByteBuffer {
             var c = Weft_V1_CancelWatchRequest()
             c.watchID = watchID
             r.op = .cancelWatch(c)
+        case .functionNext, .functionResult, .functionInvoke:
+            payload = r.setFunctionOp(request)
         }
         writeWeftFrame(header: r, payloadBytes: payload.count) { $0.writeBytes(payload) }
     }

@@ -40,6 +40,12 @@ public enum ClientResponse: Sendable, Equatable {
     case watchEnded(WeftError?)
     /// A status response also carries facts about the serving process.
     case status(StoreStatus, ServerInfo)
+    /// A bare acknowledgement (of `function_result`).
+    case ok
+    /// The answer to `function_next`: work for an instance.
+    case functionInvocation(FunctionInvocation)
+    /// The answer to `function_invoke`: the invocation's id and its output (empty when async).
+    case functionOutput(invocationID: String, output: [UInt8])
 }
 
 extension Weft_V1_Entry {
@@ -224,7 +230,7 @@ public enum ResponseCodec {
         let response: ClientResponse
         switch result {
         case .error(let e): response = .state(.failure(WeftError(wire: e)))
-        case .ok: response = .state(.failure(WeftError(.malformedRequest, "unexpected ok")))
+        case .ok: response = .ok
         case .value(let e): response = .state(.success(.value(try kv(e))))
         case .notModified(let m): response = .state(.success(.notModified(version: m.version)))
         case .written(let w): response = .state(.success(.written(version: w.version, length: w.length)))
@@ -254,6 +260,12 @@ public enum ResponseCodec {
             }
             response = .watchEvents(events)
         case .watchEnded(let e): response = .watchEnded(e.hasError ? WeftError(wire: e.error) : nil)
+        case .functionInvocation(let m):
+            response = .functionInvocation(FunctionInvocation(
+                invocationID: m.invocationID, function: m.function, version: m.version,
+                deadlineUnixMs: m.deadlineUnixMs, input: try take(UInt64(payload.readableBytes))))
+        case .functionOutput(let m):
+            response = .functionOutput(invocationID: m.invocationID, output: try take(UInt64(payload.readableBytes)))
         }
         return (r.id, response)
     }

@@ -7,6 +7,9 @@ import NIOPosix
 import Synchronization
 import WeftClient
 import WeftCore
+import WeftGateway
+import WeftRuntime
+import WeftSandbox
 import WeftStorage
 import WeftTransport
 import WeftWire
@@ -51,6 +54,21 @@ struct Up: AsyncParsableCommand {
 
     @Option(name: .long, help: "libfabric provider (default: $FI_PROVIDER, else 'tcp' for --transport fabric, 'verbs' for rdma).")
     var fabricProvider: String?
+
+    @Flag(name: .long, inversion: .prefixedNo, help: "Run functions (a worker with sandboxed instances) next to the state.")
+    var functions = true
+
+    @Option(name: .long, help: "The sandbox launcher (default: weft-launcher next to this executable, or $WEFT_LAUNCHER).")
+    var launcher: String?
+
+    @Option(name: .long, help: "Stop instances idle this many seconds (scale to zero).")
+    var keepAlive: Double = 60
+
+    @Option(name: .long, help: "HTTP API address HOST:PORT, or 'off' (default: the --listen host, its port + 80; port 0 if --listen has port 0).")
+    var http: String?
+
+    @Option(name: .long, help: "Where to write the admin token (default: DIR/admin.token with --data, else /tmp/weft-admin-PORT.token).")
+    var tokenFile: String?
 
     @Option(name: .long, help: "Largest value in bytes (default 64 MiB).")
     var maxValueBytes: Int = StoreLimits.default.valueBytesMax
@@ -98,10 +116,13 @@ struct Up: AsyncParsableCommand {
             }
             let store = MemoryStore(limits: limits, changeLog: changeLog, recovered: recovered)
             let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+            let serverLimits = ServerLimits(connectionsMax: maxConnections, frames: .forValues(limits))
+            let worker = functions ? makeWorker(store: store, group: group, serverLimits: serverLimits, logger: logger) : nil
             let server = StateServer(
-                store: store, group: group,
-                limits: ServerLimits(connectionsMax: maxConnections, frames: .forValues(limits)),
-                logger: logger, version: Weft.version)
+                store: store, group: group, limits: serverLimits, logger: logger, version: Weft.version,
+                functions: worker.map { ClientInvokeHandler(worker: $0, tenant: "admin") })
+            let triggers = worker.map { TriggerManager(worker: $0, store: store, logger: logger) }
+            triggers?.start()
             // libfabric first: the TCP port accepting is what tells scripts the node is ready.
             var fabricListener: [String: Any]? = nil
             logger.info("transport choice", metadata: ["reason": "\(decision.reason)"])
@@ -121,20 +142,55 @@ struct Up: AsyncParsableCommand {
                     logger.warning("libfabric unavailable, serving TCP only", metadata: ["error": "\(error)"])
                 }
             }
+            // The HTTP gateway, also before TCP.
+            var gateway: Gateway? = nil
+            var httpShown: String? = nil
+            var tokenPath: String? = nil
+            if http != "off" {
+                let (httpHost, httpPort) = try http.map { a throws(WeftError) in try WeftClient.parseAddress(a, allowAnyPort: true) }
+                    ?? (host, port == 0 ? 0 : port + 80)
+                let g = Gateway(store: store, functions: worker.map { $0 as any FunctionService } ?? NoFunctions(), logger: logger)
+                let path = tokenFile ?? data.map { "\($0)/admin.token" } ?? "/tmp/weft-admin-\(port == 0 ? Int(getpid()) : port).token"
+                do {
+                    _ = try await Gateway.bootstrapAdminToken(store: store, path: path)
+                    let bound = try await g.start(host: httpHost, port: httpPort)
+                    gateway = g
+                    httpShown = "\(bound.host):\(bound.port)"
+                    tokenPath = path
+                } catch {
+                    await server.stop()
+                    throw WeftError(.unavailable, "cannot start the HTTP gateway on \(httpHost):\(httpPort): \(error)")
+                }
+            }
             let address: TransportAddress
             do {
                 address = try await server.start(host: host, port: port)
             } catch {
                 await server.stop()
+                await gateway?.stop()
                 throw error
             }
             let listeners: [[String: Any]] = [["transport": "tcp", "address": "\(address)"]] + (fabricListener.map { [$0] } ?? [])
             let shown = "\(address)"
             if json {
-                Output.json(["address": shown, "durable": data != nil, "listeners": listeners])
+                var o: [String: Any] = ["address": shown, "durable": data != nil, "listeners": listeners, "functions": worker != nil]
+                if let httpShown { o["http"] = httpShown }
+                if let tokenPath { o["adminTokenFile"] = tokenPath }
+                Output.json(o)
             } else {
                 let extra = listeners.dropFirst().map { " + \($0["transport"]!) on \($0["address"]!)" }.joined()
                 Output.line("weft listening on \(shown)\(extra)\(data.map { " (durable: \($0), sync \(sync.rawValue))" } ?? " (in memory)")")
+                if let httpShown, let tokenPath {
+                    Output.line("HTTP API on http://\(httpShown)/v1 (admin token in \(tokenPath))")
+                }
+            }
+            // The gateway's queue-depth gauge follows the worker.
+            let gauges = worker.flatMap { w in
+                gateway.map { g in
+                    group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+                        g.metrics.setQueueDepth(w.counters.queueDepth.load(ordering: .relaxed))
+                    }
+                }
             }
 
             // Leases end on time: tick every 100 ms.
@@ -144,11 +200,45 @@ struct Up: AsyncParsableCommand {
             await waitForTerminationSignal()
             logger.info("shutting down")
             ticker.cancel()
+            gauges?.cancel()
+            await gateway?.stop()
+            triggers?.stop()
+            worker?.shutdown()
             await server.stop()
             changeLog?.close()
             try? await group.shutdownGracefully()
         }
     }
+}
+
+extension Up {
+    /// The worker, or nil (with a warning) when the sandbox launcher cannot be found: the node
+    /// then serves state only, and function requests are answered "this server runs no functions".
+    func makeWorker(store: MemoryStore, group: any EventLoopGroup, serverLimits: ServerLimits, logger: Logger) -> Worker? {
+        do {
+            let sandbox = try SandboxLauncher.locate(explicit: launcher)
+            // Under /tmp: each instance's private /tmp hides every other function's code.
+            var options = Worker.Options(codeDirectory: "/tmp/weft-code-\(getpid())")
+            options.keepAliveMs = Int(keepAlive * 1000)
+            if let data { options.hiddenPaths = [data] }
+            let worker = try Worker(store: store, launcher: sandbox, group: group, options: options, serverLimits: serverLimits, logger: logger)
+            logger.info("functions enabled", metadata: ["launcher": "\(sandbox.path)"])
+            return worker
+        } catch {
+            logger.warning("functions disabled: \(error)")
+            return nil
+        }
+    }
+}
+
+/// The gateway's function API on a node without a worker (no sandbox launcher found).
+struct NoFunctions: FunctionService {
+    private var error: WeftError { WeftError(.unavailable, "this node runs no functions (the sandbox launcher was not found)") }
+    func deploy(tenant: String, manifest: FunctionManifest, code: [UInt8]) async throws(WeftError) -> FunctionInfo { throw error }
+    func list(tenant: String) async throws(WeftError) -> [FunctionInfo] { [] }
+    func invoke(tenant: String, function: String, input: [UInt8]) async throws(WeftError) -> InvocationRecord { throw error }
+    func invokeAsync(tenant: String, function: String, input: [UInt8]) async throws(WeftError) -> String { throw error }
+    func invocation(tenant: String, id: String) async throws(WeftError) -> InvocationRecord { throw WeftError(.notFound, "no invocation '\(id)'") }
 }
 
 extension LMDBChangeLog.SyncMode: ExpressibleByArgument {}

@@ -15,7 +15,7 @@ struct Weft: AsyncParsableCommand {
             The server address comes from --server or WEFT_SERVER (default \(ClientOptions.defaultAddress)).
             """,
         version: version,
-        subcommands: [Up.self, StateCommand.self, Lock.self, Barrier.self, Status.self, Lease.self, Bench.self]
+        subcommands: [Up.self, StateCommand.self, Deploy.self, Invoke.self, Functions.self, Trigger.self, Lock.self, Barrier.self, Status.self, Lease.self, Bench.self]
     )
 
     /// Runs a command body, turning Weft errors into their documented exit status.
@@ -43,6 +43,7 @@ enum ExitStatus: Int32 {
     case unavailable = 6
     case valueTooLarge = 7
     case invalidKey = 8
+    case functionFailed = 9
     case usage = 64
 
     init(_ code: WeftError.Code) {
@@ -54,11 +55,12 @@ enum ExitStatus: Int32 {
         case .valueTooLarge: self = .valueTooLarge
         case .invalidKey: self = .invalidKey
         case .invalidArgument: self = .usage
+        case .functionCrashed, .outOfMemory: self = .functionFailed
         default: self = .failure
         }
     }
 
-    static let table = "0 ok, 1 other error, 3 not found, 4 version mismatch, 5 timeout, 6 unavailable (or overloaded), 7 value too large, 8 invalid key, 64 usage."
+    static let table = "0 ok, 1 other error, 3 not found, 4 version mismatch, 5 timeout, 6 unavailable (or overloaded), 7 value too large, 8 invalid key, 9 function crashed or out of memory, 64 usage."
 }
 
 /// Where the server is.

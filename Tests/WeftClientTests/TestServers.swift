@@ -108,6 +108,8 @@ final class ReadAll: @unchecked Sendable {
 final class ServerProcess: @unchecked Sendable {
     let process: Process
     let address: String
+    /// Everything `weft up --json` printed (address, listeners, http, adminTokenFile, ...).
+    let info: [String: Any]
     private let stderrPipe: Pipe
 
     static func start(extraArgs: [String] = []) throws -> ServerProcess {
@@ -132,12 +134,13 @@ final class ServerProcess: @unchecked Sendable {
             let errText = String(decoding: err.fileHandleForReading.availableData, as: UTF8.self)
             throw WeftError(.unavailable, "weft up did not report an address: \(String(decoding: line, as: UTF8.self)) \(errText)")
         }
-        return ServerProcess(process: p, address: address, stderr: err)
+        return ServerProcess(process: p, address: address, info: obj, stderr: err)
     }
 
-    private init(process: Process, address: String, stderr: Pipe) {
+    private init(process: Process, address: String, info: [String: Any], stderr: Pipe) {
         self.process = process
         self.address = address
+        self.info = info
         self.stderrPipe = stderr
     }
 

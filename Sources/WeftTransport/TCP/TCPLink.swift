@@ -24,6 +24,25 @@ final class TCPLink: ChannelDuplexHandler, FrameLink, @unchecked Sendable {
         self.onActive = onActive
     }
 
+    /// A client channel initializer: adds a link, handing it to `configure` (which sets its
+    /// delegate) before any byte can arrive.
+    static func clientInitializer(
+        configure: @escaping @Sendable (any FrameLink) -> Void
+    ) -> @Sendable (any Channel) -> EventLoopFuture<Void> {
+        { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let link = TCPLink(channel: channel)
+                configure(link)
+                try channel.pipeline.syncOperations.addHandler(link)
+            }
+        }
+    }
+
+    /// The link of a channel set up by `clientInitializer`.
+    static func of(_ channel: any Channel) async throws -> TCPLink {
+        try await channel.eventLoop.submit { try channel.pipeline.syncOperations.handler(type: TCPLink.self) }.get()
+    }
+
     var eventLoop: any EventLoop { channel.eventLoop }
     var allocator: ByteBufferAllocator { channel.allocator }
     var transportName: String { "tcp" }

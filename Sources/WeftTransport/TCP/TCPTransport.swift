@@ -66,13 +66,7 @@ public struct TCPClientTransport: ClientTransport {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: Self.receiveAllocator)
             .connectTimeout(.milliseconds(timeoutMs))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let link = TCPLink(channel: channel)
-                    configure(link)
-                    try channel.pipeline.syncOperations.addHandler(link)
-                }
-            }
+            .channelInitializer(TCPLink.clientInitializer(configure: configure))
         let ch: any Channel
         do {
             ch = try await bootstrap.connect(host: host, port: port).get()
@@ -80,7 +74,7 @@ public struct TCPClientTransport: ClientTransport {
             throw WeftError(.unavailable, "cannot connect to \(host):\(port): \(error)")
         }
         do {
-            return try await ch.eventLoop.submit { try ch.pipeline.syncOperations.handler(type: TCPLink.self) }.get()
+            return try await TCPLink.of(ch)
         } catch {
             ch.close(promise: nil)
             throw WeftError(.unavailable, "connection to \(host):\(port) closed at once")

@@ -27,7 +27,7 @@
 /// 2 versionMismatch, 3 valueTooLarge, 4 invalidKey, 5 compacted, 6 leaseNotFound,
 /// 7 unavailable, 8 timeout, 9 unauthorized, 10 malformedRequest, 11 overloaded,
 /// 12 invalidArgument, 13 notModified, 14 outOfRange, 15 storageFailure, 16 cancelled,
-/// 99 internalError.
+/// 17 outOfMemory, 18 functionCrashed, 99 internalError.
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -159,6 +159,31 @@ public nonisolated struct Weft_V1_Request: Sendable {
     set {op = .status(newValue)}
   }
 
+  /// Functions (see the end of this file).
+  public var functionNext: Weft_V1_FunctionNext {
+    get {
+      if case .functionNext(let v)? = op {return v}
+      return Weft_V1_FunctionNext()
+    }
+    set {op = .functionNext(newValue)}
+  }
+
+  public var functionResult: Weft_V1_FunctionResult {
+    get {
+      if case .functionResult(let v)? = op {return v}
+      return Weft_V1_FunctionResult()
+    }
+    set {op = .functionResult(newValue)}
+  }
+
+  public var functionInvoke: Weft_V1_FunctionInvoke {
+    get {
+      if case .functionInvoke(let v)? = op {return v}
+      return Weft_V1_FunctionInvoke()
+    }
+    set {op = .functionInvoke(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Op: Equatable, Sendable {
@@ -175,6 +200,10 @@ public nonisolated struct Weft_V1_Request: Sendable {
     case leaseKeepAlive(Weft_V1_LeaseKeepAliveRequest)
     case leaseRevoke(Weft_V1_LeaseRevokeRequest)
     case status(Weft_V1_StatusRequest)
+    /// Functions (see the end of this file).
+    case functionNext(Weft_V1_FunctionNext)
+    case functionResult(Weft_V1_FunctionResult)
+    case functionInvoke(Weft_V1_FunctionInvoke)
 
   }
 
@@ -635,6 +664,22 @@ public nonisolated struct Weft_V1_Response: Sendable {
     set {result = .ok(newValue)}
   }
 
+  public var functionInvocation: Weft_V1_FunctionInvocation {
+    get {
+      if case .functionInvocation(let v)? = result {return v}
+      return Weft_V1_FunctionInvocation()
+    }
+    set {result = .functionInvocation(newValue)}
+  }
+
+  public var functionOutput: Weft_V1_FunctionOutput {
+    get {
+      if case .functionOutput(let v)? = result {return v}
+      return Weft_V1_FunctionOutput()
+    }
+    set {result = .functionOutput(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Result: Equatable, Sendable {
@@ -652,6 +697,8 @@ public nonisolated struct Weft_V1_Response: Sendable {
     case leaseRevoked(Weft_V1_LeaseRevoked)
     case status(Weft_V1_Status)
     case ok(Weft_V1_Ok)
+    case functionInvocation(Weft_V1_FunctionInvocation)
+    case functionOutput(Weft_V1_FunctionOutput)
 
   }
 
@@ -928,13 +975,98 @@ public nonisolated struct Weft_V1_Ok: Sendable {
   public init() {}
 }
 
+/// Instance → worker: the next invocation for me (answered when one is ready).
+public nonisolated struct Weft_V1_FunctionNext: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Worker → instance, answering FunctionNext. The input is the payload.
+public nonisolated struct Weft_V1_FunctionInvocation: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var invocationID: String = String()
+
+  public var function: String = String()
+
+  public var version: UInt64 = 0
+
+  /// When the worker kills the instance if the result has not arrived (Unix ms).
+  public var deadlineUnixMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Instance → worker: the outcome of an invocation. The output is the payload; `error` is set
+/// when the handler failed (the payload is then empty). Answered with `ok`.
+public nonisolated struct Weft_V1_FunctionResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var invocationID: String = String()
+
+  public var error: Weft_V1_Error {
+    get {_error ?? Weft_V1_Error()}
+    set {_error = newValue}
+  }
+  /// Returns true if `error` has been explicitly set.
+  public var hasError: Bool {self._error != nil}
+  /// Clears the value of `error`. Subsequent reads from it will return its default value.
+  public mutating func clearError() {self._error = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _error: Weft_V1_Error? = nil
+}
+
+/// Run `function` with the payload as input. Answered with FunctionOutput: at once with only
+/// the id when `async`, else when the function has finished (with its output as the payload, or
+/// an error response with the failure's code: timeout, outOfMemory, functionCrashed, ...).
+public nonisolated struct Weft_V1_FunctionInvoke: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var function: String = String()
+
+  public var async: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Weft_V1_FunctionOutput: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var invocationID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "weft.v1"
 
 nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}get\0\u{1}put\0\u{3}write_range\0\u{1}append\0\u{1}add\0\u{1}delete\0\u{1}list\0\u{1}watch\0\u{3}cancel_watch\0\u{3}lease_grant\0\u{3}lease_keep_alive\0\u{3}lease_revoke\0\u{1}status\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}get\0\u{1}put\0\u{3}write_range\0\u{1}append\0\u{1}add\0\u{1}delete\0\u{1}list\0\u{1}watch\0\u{3}cancel_watch\0\u{3}lease_grant\0\u{3}lease_keep_alive\0\u{3}lease_revoke\0\u{1}status\0\u{4}\u{8}function_next\0\u{3}function_result\0\u{3}function_invoke\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1112,6 +1244,45 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.op = .status(v)
         }
       }()
+      case 30: try {
+        var v: Weft_V1_FunctionNext?
+        var hadOneofValue = false
+        if let current = self.op {
+          hadOneofValue = true
+          if case .functionNext(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.op = .functionNext(v)
+        }
+      }()
+      case 31: try {
+        var v: Weft_V1_FunctionResult?
+        var hadOneofValue = false
+        if let current = self.op {
+          hadOneofValue = true
+          if case .functionResult(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.op = .functionResult(v)
+        }
+      }()
+      case 32: try {
+        var v: Weft_V1_FunctionInvoke?
+        var hadOneofValue = false
+        if let current = self.op {
+          hadOneofValue = true
+          if case .functionInvoke(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.op = .functionInvoke(v)
+        }
+      }()
       default: break
       }
     }
@@ -1177,6 +1348,18 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
     case .status?: try {
       guard case .status(let v)? = self.op else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+    }()
+    case .functionNext?: try {
+      guard case .functionNext(let v)? = self.op else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+    }()
+    case .functionResult?: try {
+      guard case .functionResult(let v)? = self.op else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
+    }()
+    case .functionInvoke?: try {
+      guard case .functionInvoke(let v)? = self.op else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
     }()
     case nil: break
     }
@@ -1818,7 +2001,7 @@ nonisolated extension Weft_V1_Entry: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}error\0\u{2}\u{8}value\0\u{3}not_modified\0\u{1}written\0\u{1}counter\0\u{1}deleted\0\u{1}list\0\u{3}watch_created\0\u{3}watch_events\0\u{3}watch_ended\0\u{1}lease\0\u{3}lease_revoked\0\u{1}status\0\u{1}ok\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}error\0\u{2}\u{8}value\0\u{3}not_modified\0\u{1}written\0\u{1}counter\0\u{1}deleted\0\u{1}list\0\u{3}watch_created\0\u{3}watch_events\0\u{3}watch_ended\0\u{1}lease\0\u{3}lease_revoked\0\u{1}status\0\u{1}ok\0\u{4}\u{8}function_invocation\0\u{3}function_output\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2009,6 +2192,32 @@ nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
           self.result = .ok(v)
         }
       }()
+      case 30: try {
+        var v: Weft_V1_FunctionInvocation?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .functionInvocation(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .functionInvocation(v)
+        }
+      }()
+      case 31: try {
+        var v: Weft_V1_FunctionOutput?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .functionOutput(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .functionOutput(v)
+        }
+      }()
       default: break
       }
     }
@@ -2078,6 +2287,14 @@ nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
     case .ok?: try {
       guard case .ok(let v)? = self.result else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+    }()
+    case .functionInvocation?: try {
+      guard case .functionInvocation(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+    }()
+    case .functionOutput?: try {
+      guard case .functionOutput(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
     }()
     case nil: break
     }
@@ -2608,6 +2825,174 @@ nonisolated extension Weft_V1_Ok: SwiftProtobuf.Message, SwiftProtobuf._MessageI
   }
 
   public static func ==(lhs: Weft_V1_Ok, rhs: Weft_V1_Ok) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_FunctionNext: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FunctionNext"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_FunctionNext, rhs: Weft_V1_FunctionNext) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_FunctionInvocation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FunctionInvocation"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}invocation_id\0\u{1}function\0\u{1}version\0\u{3}deadline_unix_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.invocationID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.function) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.deadlineUnixMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.invocationID.isEmpty {
+      try visitor.visitSingularStringField(value: self.invocationID, fieldNumber: 1)
+    }
+    if !self.function.isEmpty {
+      try visitor.visitSingularStringField(value: self.function, fieldNumber: 2)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 3)
+    }
+    if self.deadlineUnixMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.deadlineUnixMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_FunctionInvocation, rhs: Weft_V1_FunctionInvocation) -> Bool {
+    if lhs.invocationID != rhs.invocationID {return false}
+    if lhs.function != rhs.function {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.deadlineUnixMs != rhs.deadlineUnixMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_FunctionResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FunctionResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}invocation_id\0\u{1}error\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.invocationID) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._error) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.invocationID.isEmpty {
+      try visitor.visitSingularStringField(value: self.invocationID, fieldNumber: 1)
+    }
+    try { if let v = self._error {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_FunctionResult, rhs: Weft_V1_FunctionResult) -> Bool {
+    if lhs.invocationID != rhs.invocationID {return false}
+    if lhs._error != rhs._error {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_FunctionInvoke: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FunctionInvoke"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}function\0\u{1}async\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.function) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.async) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.function.isEmpty {
+      try visitor.visitSingularStringField(value: self.function, fieldNumber: 1)
+    }
+    if self.async != false {
+      try visitor.visitSingularBoolField(value: self.async, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_FunctionInvoke, rhs: Weft_V1_FunctionInvoke) -> Bool {
+    if lhs.function != rhs.function {return false}
+    if lhs.async != rhs.async {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_FunctionOutput: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FunctionOutput"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}invocation_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.invocationID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.invocationID.isEmpty {
+      try visitor.visitSingularStringField(value: self.invocationID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_FunctionOutput, rhs: Weft_V1_FunctionOutput) -> Bool {
+    if lhs.invocationID != rhs.invocationID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,115 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOPosix
+import WeftClient
+import WeftCore
+import WeftTransport
+
+/// The entry point of a function executable:
+///
+/// ```swift
+/// import WeftFunction
+/// await WeftFunctionRuntime.run { input, context in
+///     Array("hello, \(String(decoding: input, as: UTF8.self))".utf8)
+/// }
+/// ```
+///
+/// It connects to the worker over the socket the instance inherits (fd 3, or
+/// `WEFT_FUNCTION_FD`), runs `WEFT_FUNCTION_CONCURRENCY` (default 1) loops of the handler, and
+/// exits: 0 when the worker drains the instance, 1 when the connection to it ends or breaks,
+/// 2 when there is no worker connection to start with.
+public enum WeftFunctionRuntime {
+    /// Runs a byte handler.
+    public static func run(_ handler: some ByteHandler) async -> Never {
+        await start(handler)
+    }
+
+    /// Runs a Codable handler (JSON in, JSON out).
+    public static func run<Handler: CodableHandler>(_ handler: Handler) async -> Never {
+        await start(JSONByteHandler(handler))
+    }
+
+    /// Runs a closure over bytes.
+    public static func run(_ body: @escaping @Sendable ([UInt8], FunctionContext) async throws -> [UInt8]) async -> Never {
+        await start(ClosureHandler(body))
+    }
+
+    /// Runs a closure over Codable values (JSON in, JSON out).
+    public static func runCodable<Input: Decodable, Output: Encodable>(
+        _ body: @escaping @Sendable (Input, FunctionContext) async throws -> Output
+    ) async -> Never {
+        await start(JSONByteHandler(CodableClosureHandler(body)))
+    }
+
+    /// The settings an instance reads from its environment.
+    public struct Configuration: Sendable {
+        /// The connected socket to the worker.
+        public var fd: Int32
+        /// Handler loops at once (the manifest's concurrency).
+        public var concurrency: Int
+        public var logLevel: Logger.Level
+
+        public init(fd: Int32 = 3, concurrency: Int = 1, logLevel: Logger.Level = .info) {
+            self.fd = fd
+            self.concurrency = concurrency
+            self.logLevel = logLevel
+        }
+
+        /// `WEFT_FUNCTION_FD` (default 3), `WEFT_FUNCTION_CONCURRENCY` (default 1, at most 1000),
+        /// `WEFT_LOG_LEVEL` (default info).
+        public static func fromEnvironment() -> Configuration {
+            func env(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+            var c = Configuration()
+            if let fd = env("WEFT_FUNCTION_FD").flatMap(Int32.init), fd >= 0 { c.fd = fd }
+            if let n = env("WEFT_FUNCTION_CONCURRENCY").flatMap(Int.init) { c.concurrency = min(max(n, 1), 1000) }
+            if let level = env("WEFT_LOG_LEVEL").flatMap(Logger.Level.init(rawValue:)) { c.logLevel = level }
+            return c
+        }
+    }
+
+    private static func start(_ handler: some ByteHandler) async -> Never {
+        let config = Configuration.fromEnvironment()
+        signal(SIGPIPE, SIG_IGN)
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = config.logLevel
+            return h
+        }
+        var logger = Logger(label: "weft.function")
+        if let name = getenv("WEFT_FUNCTION") { logger[metadataKey: "function"] = "\(String(cString: name))" }
+        var st = stat()
+        guard fstat(config.fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK else {
+            logger.critical("no connection to a worker on fd \(config.fd): this program is a Weft function, started by `weft` (set WEFT_FUNCTION_FD to use another fd)")
+            exit(2)
+        }
+        do throws(WeftError) {
+            try await serve(handler, configuration: config, logger: logger)
+            logger.debug("drained by the worker")
+            exit(0)
+        } catch {
+            logger.info("stopping: \(error)")
+            exit(1)
+        }
+    }
+
+    /// Connects on `configuration.fd` and runs the loops until drained (returns) or the
+    /// connection ends (throws). Does not exit the process: usable in-process (tests, embedding).
+    public static func serve(_ handler: some ByteHandler, configuration: Configuration, logger: Logger) async throws(WeftError) {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let transport = ConnectedSocketTransport(fd: configuration.fd, group: group)
+        let client = try await WeftClient.connect(transport: transport)
+        let channel = ClientWorkerChannel(client: client, closed: { await transport.closed() })
+        let runtime = FunctionRuntime(handler: handler, channel: channel, state: client, concurrency: configuration.concurrency, logger: logger)
+        do {
+            try await runtime.run()
+        } catch {
+            await client.close()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        await client.close()
+        try? await group.shutdownGracefully()
+    }
+}

@@ -1,0 +1,45 @@
+import WeftCore
+import WeftTransport
+import WeftWire
+
+/// Function requests from ordinary clients of a node (`weft invoke`, `WeftClient.invoke`): they
+/// may invoke functions — as `tenant` — but are not instances, so they get no invocations.
+public struct ClientInvokeHandler: FunctionRequestHandler {
+    public let worker: Worker
+    public let tenant: String
+
+    public init(worker: Worker, tenant: String) {
+        self.worker = worker
+        self.tenant = tenant
+    }
+
+    public func next(completion: @escaping @Sendable (Result<FunctionInvocation, WeftError>) -> Void) {
+        completion(.failure(WeftError(.invalidArgument, "only function instances ask for invocations")))
+    }
+
+    public func result(invocationID: String, output: [UInt8], error: WeftError?) {}
+
+    public func invoke(function: String, input: [UInt8], async: Bool, completion: @escaping @Sendable (Result<(String, [UInt8]), WeftError>) -> Void) {
+        let worker = self.worker
+        let tenant = self.tenant
+        Task {
+            do {
+                if async {
+                    completion(.success((try await worker.invokeAsync(tenant: tenant, function: function, input: input), [])))
+                } else {
+                    let record = try await worker.invoke(tenant: tenant, function: function, input: input)
+                    if let error = record.error {
+                        let tail = record.stderrTail.isEmpty ? "" : "\n--- stderr (tail) ---\n\(record.stderrTail)"
+                        completion(.failure(WeftError(error.code, error.message + tail)))
+                    } else {
+                        completion(.success((record.id, record.output)))
+                    }
+                }
+            } catch {
+                completion(.failure(.wrapping(error)))
+            }
+        }
+    }
+
+    public func closed() {}
+}

@@ -1,0 +1,259 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOCore
+import Synchronization
+import WeftCore
+import WeftSandbox
+import WeftTransport
+
+/// The worker: runs deployed functions in sandboxed instances and keeps their invocation
+/// records. It implements `FunctionService` for the gateway and the CLI; instances reach it
+/// through their channels (state in their tenant's namespace, chained invokes).
+public final class Worker: FunctionService, @unchecked Sendable {
+    public struct Options: Sendable {
+        /// Where function executables are unpacked for the sandbox.
+        public var codeDirectory: String
+        /// Idle instances are stopped after this long (scale to zero).
+        public var keepAliveMs: Int = 60_000
+        public var instancesPerFunctionMax = 8
+        public var queuePerFunctionMax = 256
+        /// Output kept in an invocation record.
+        public var recordOutputBytesMax = 1 << 20
+        /// Invocation records kept (oldest dropped first).
+        public var recordsMax = 10_000
+        /// Host paths hidden from instances (e.g. the node's data directory).
+        public var hiddenPaths: [String] = []
+        public init(codeDirectory: String) { self.codeDirectory = codeDirectory }
+    }
+
+    public let store: any StateStore
+    public let registry: FunctionRegistry
+    let launcher: SandboxLauncher
+    let group: any EventLoopGroup
+    let serverLimits: ServerLimits
+    let options: Options
+    var hiddenPaths: [String] { options.hiddenPaths }
+    /// Where executables are unpacked.
+    public var codeDirectoryPath: String { options.codeDirectory }
+    private let code: CodeCache
+    private let logger: Logger
+    private let pools = Mutex<[String: FunctionPool]>([:])
+    private let records: RecordBook
+    private let reaper = Mutex<RepeatedTask?>(nil)
+    /// Counters for /metrics and status.
+    public let counters = WorkerCounters()
+
+    public init(store: any StateStore, launcher: SandboxLauncher, group: any EventLoopGroup, options: Options,
+                serverLimits: ServerLimits = ServerLimits(), logger: Logger) throws(WeftError) {
+        self.store = store
+        self.registry = FunctionRegistry(store: store)
+        self.launcher = launcher
+        self.group = group
+        self.options = options
+        self.serverLimits = serverLimits
+        self.code = try CodeCache(root: options.codeDirectory)
+        self.logger = logger
+        self.records = RecordBook(max: options.recordsMax)
+        let task = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [weak self] _ in
+            self?.reapIdle()
+        }
+        reaper.withLock { $0 = task }
+    }
+
+    /// Stops every instance.
+    public func shutdown() {
+        reaper.withLock { $0?.cancel() }
+        let all = pools.withLock { p in
+            defer { p.removeAll() }
+            return Array(p.values)
+        }
+        for pool in all { pool.drain() }
+    }
+
+    // MARK: FunctionService
+
+    public func deploy(tenant: String, manifest: FunctionManifest, code: [UInt8]) async throws(WeftError) -> FunctionInfo {
+        let info = try await registry.deploy(tenant: tenant, manifest: manifest, code: code)
+        // Old instances drain; the next invocation starts the new version.
+        let old = pools.withLock { $0.removeValue(forKey: Self.poolKey(tenant, manifest.name)) }
+        old?.drain()
+        logger.info("deployed", metadata: ["tenant": "\(tenant)", "function": "\(manifest.name)", "version": "\(info.version)", "bytes": "\(code.count)"])
+        return info
+    }
+
+    public func list(tenant: String) async throws(WeftError) -> [FunctionInfo] {
+        try await registry.list(tenant: tenant)
+    }
+
+    public func invoke(tenant: String, function: String, input: [UInt8]) async throws(WeftError) -> InvocationRecord {
+        let pool = try await pool(tenant: tenant, function: function)
+        let id = Self.newID()
+        let startedAtMs = Self.unixMs()
+        let outcome: InvocationOutcome = try await withCheckedContinuation { (c: CheckedContinuation<Result<InvocationOutcome, WeftError>, Never>) in
+            let p = PendingInvocation(id: id, input: input, enqueuedNs: monotonicNs()) { c.resume(returning: .success($0)) }
+            do {
+                try pool.submit(p)
+                armQueueTimeout(p, pool: pool)
+            } catch {
+                c.resume(returning: .failure(.wrapping(error)))
+            }
+        }.get()
+        let record = makeRecord(id: id, pool: pool, outcome: outcome, startedAtMs: startedAtMs)
+        records.put(tenant: tenant, record)
+        return record
+    }
+
+    public func invokeAsync(tenant: String, function: String, input: [UInt8]) async throws(WeftError) -> String {
+        let pool = try await pool(tenant: tenant, function: function)
+        let id = Self.newID()
+        let startedAtMs = Self.unixMs()
+        records.put(tenant: tenant, InvocationRecord(id: id, function: function, version: pool.info.version, status: .queued, startedAtMs: startedAtMs))
+        let p = PendingInvocation(id: id, input: input, enqueuedNs: monotonicNs()) { [self] outcome in
+            records.put(tenant: tenant, makeRecord(id: id, pool: pool, outcome: outcome, startedAtMs: startedAtMs))
+        }
+        do {
+            try pool.submit(p)
+            armQueueTimeout(p, pool: pool)
+        } catch {
+            records.remove(tenant: tenant, id: id)
+            throw error
+        }
+        return id
+    }
+
+    public func invocation(tenant: String, id: String) async throws(WeftError) -> InvocationRecord {
+        guard let r = records.get(tenant: tenant, id: id) else { throw WeftError(.notFound, "no invocation '\(id)'") }
+        return r
+    }
+
+    // MARK: pools
+
+    static func poolKey(_ tenant: String, _ name: String) -> String { "\(tenant)/\(name)" }
+
+    /// The pool of the function's current version, made (code fetched and unpacked) on first use.
+    private func pool(tenant: String, function: String) async throws(WeftError) -> FunctionPool {
+        let (info, codeVersion) = try await registry.lookup(tenant: tenant, name: function)
+        let key = Self.poolKey(tenant, function)
+        if let existing = pools.withLock({ $0[key] }), existing.info.version == info.version { return existing }
+        let bytes = try await registry.code(tenant: tenant, name: function, codeVersion: codeVersion)
+        let (dir, exe) = try code.install(tenant: tenant, name: function, version: info.version, code: bytes)
+        let fresh = FunctionPool(
+            tenant: tenant, info: info, codeDirectory: dir, executable: exe, worker: self,
+            limits: .init(instancesMax: options.instancesPerFunctionMax, queueMax: options.queuePerFunctionMax), logger: logger)
+        let (chosen, replaced) = pools.withLock { p -> (FunctionPool, FunctionPool?) in
+            if let existing = p[key], existing.info.version >= info.version { return (existing, nil) }
+            let old = p[key]
+            p[key] = fresh
+            return (fresh, old)
+        }
+        replaced?.drain()
+        return chosen
+    }
+
+    /// Kills the instance if the invocation is still running after `timeoutMs`.
+    func armTimeout(invocation id: String, instance: Instance, timeoutMs: Int) {
+        group.next().scheduleTask(in: .milliseconds(Int64(timeoutMs))) { [weak instance] in
+            guard let instance, instance.isRunning(id) else { return }
+            instance.kill(WeftError(.timeout, "the function ran longer than its timeout of \(timeoutMs) ms"))
+        }
+    }
+
+    /// An invocation still waiting for an instance after its timeout fails with `timeout`.
+    private func armQueueTimeout(_ p: PendingInvocation, pool: FunctionPool) {
+        let timeoutMs = pool.info.manifest.timeoutMs
+        group.next().scheduleTask(in: .milliseconds(Int64(timeoutMs))) { [weak pool] in
+            pool?.queueTimeout(p, timeoutMs: timeoutMs)
+        }
+    }
+
+    private func reapIdle() {
+        let all = pools.withLock { Array($0.values) }
+        for pool in all { pool.reapIdle(keepAliveMs: options.keepAliveMs) }
+        counters.queueDepth.store(all.reduce(0) { $0 + $1.queueDepth }, ordering: .relaxed)
+        counters.instances.store(all.reduce(0) { $0 + $1.instanceCount }, ordering: .relaxed)
+    }
+
+    // MARK: records
+
+    private func makeRecord(id: String, pool: FunctionPool, outcome: InvocationOutcome, startedAtMs: Int64) -> InvocationRecord {
+        let durationUs = Int64((outcome.finishedNs &- outcome.startedNs) / 1_000)
+        let billedMs = (durationUs + 999) / 1000
+        let output = outcome.output.count > options.recordOutputBytesMax ? Array(outcome.output.prefix(options.recordOutputBytesMax)) : outcome.output
+        counters.invocations.wrappingAdd(1, ordering: .relaxed)
+        if outcome.cold { counters.coldStarts.wrappingAdd(1, ordering: .relaxed) }
+        if outcome.error != nil { counters.errors.wrappingAdd(1, ordering: .relaxed) }
+        return InvocationRecord(
+            id: id, function: pool.info.manifest.name, version: pool.info.version,
+            status: outcome.error == nil ? .succeeded : .failed,
+            output: output, outputTruncated: output.count < outcome.output.count,
+            errorCode: outcome.error?.code, errorMessage: outcome.error?.message,
+            stderrTail: outcome.stderrTail, startedAtMs: startedAtMs, durationUs: durationUs, cold: outcome.cold,
+            billedGBs: Double(pool.info.manifest.memoryMB) / 1024 * Double(billedMs) / 1000)
+    }
+
+    static func newID() -> String {
+        let hex = Array("0123456789abcdef".utf8)
+        var bytes = [UInt8](repeating: 0, count: 16)
+        var x = UInt64.random(in: .min ... .max), y = UInt64.random(in: .min ... .max)
+        for i in 0..<16 {
+            bytes[i] = hex[Int((i < 8 ? x : y) & 0xF)]
+            if i < 8 { x >>= 4 } else { y >>= 4 }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func unixMs() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+}
+
+/// Counters of a worker (for /metrics and status).
+public final class WorkerCounters: Sendable {
+    public let invocations = Atomic<Int>(0)
+    public let errors = Atomic<Int>(0)
+    public let coldStarts = Atomic<Int>(0)
+    public let queueDepth = Atomic<Int>(0)
+    public let instances = Atomic<Int>(0)
+}
+
+/// Invocation records per tenant, the most recent `max` kept.
+final class RecordBook: Sendable {
+    private struct State {
+        var records: [String: InvocationRecord] = [:]
+        var order: [String] = []
+        var head = 0
+    }
+    private let state = Mutex(State())
+    private let max: Int
+
+    init(max: Int) { self.max = max }
+
+    func put(tenant: String, _ record: InvocationRecord) {
+        let key = "\(tenant)/\(record.id)"
+        state.withLock { s in
+            if s.records.updateValue(record, forKey: key) == nil {
+                s.order.append(key)
+                while s.order.count - s.head > max {
+                    s.records[s.order[s.head]] = nil
+                    s.head += 1
+                }
+                if s.head > 1024 && s.head * 2 > s.order.count {
+                    s.order.removeFirst(s.head)
+                    s.head = 0
+                }
+            }
+        }
+    }
+
+    func get(tenant: String, id: String) -> InvocationRecord? {
+        state.withLock { $0.records["\(tenant)/\(id)"] }
+    }
+
+    func remove(tenant: String, id: String) {
+        _ = state.withLock { $0.records.removeValue(forKey: "\(tenant)/\(id)") }
+    }
+}

@@ -1,0 +1,89 @@
+// A function that misbehaves on command, for the worker's hostile-function tests. Each input
+// names one misbehaviour; the answer says what happened (e.g. "ptrace: EPERM") when the
+// function survives it.
+#if canImport(Glibc)
+import Glibc
+#endif
+import HostileSupport
+import WeftCore
+import WeftFunction
+
+/// Writes a line to stderr (fd 2).
+func say(_ line: String) {
+    let bytes = Array((line + "\n").utf8)
+    _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+func errnoName(_ e: Int32) -> String {
+    switch e {
+    case EPERM: "EPERM"
+    case EACCES: "EACCES"
+    case EROFS: "EROFS"
+    case EAGAIN: "EAGAIN"
+    case ENOSYS: "ENOSYS"
+    default: "errno \(e)"
+    }
+}
+
+await WeftFunctionRuntime.run { (input: [UInt8], context: FunctionContext) async throws -> [UInt8] in
+    let command = String(decoding: input, as: UTF8.self)
+    let reply: String
+    switch command {
+    case "ok":
+        reply = "ok"
+    case "spin":
+        var n: UInt64 = 0
+        while getpid() > 0 { n &+= 1 }
+        reply = "\(n)"
+    case "hog":
+        var blocks: [[UInt8]] = []
+        while true { blocks.append([UInt8](repeating: 1, count: 16 << 20)) }
+    case "crash":
+        say("about to crash")
+        abort()
+    case "exit":
+        say("leaving in the middle of an invocation")
+        exit(3)
+    case "flood":
+        let chunk = [UInt8](repeating: UInt8(ascii: "x"), count: 64 << 10)
+        for _ in 0..<(64 << 20) / chunk.count { _ = chunk.withUnsafeBytes { write(2, $0.baseAddress, $0.count) } }
+        reply = "flooded"
+    case "fork-bomb":
+        let r = hostile_fork_bomb()
+        reply = r < 0 ? "fork: \(errnoName(-r))" : "fork-bomb contained"
+    case "ptrace":
+        let r = hostile_ptrace()
+        reply = r == 0 ? "ptrace: allowed" : "ptrace: \(errnoName(-r))"
+    case "mount":
+        reply = mount("none", "/tmp", "tmpfs", 0, nil) == 0 ? "mount: allowed" : "mount: \(errnoName(errno))"
+    case "socket":
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        reply = fd >= 0 ? "socket: allowed" : "socket: \(errnoName(errno))"
+        if fd >= 0 { close(fd) }
+    case "write-outside":
+        let outside = open("/etc/weft-hostile", O_CREAT | O_WRONLY, 0o644)
+        let outsideResult = outside >= 0 ? "allowed" : errnoName(errno)
+        let inside = open("/tmp/weft-hostile", O_CREAT | O_WRONLY, 0o644)
+        reply = "outside: \(outsideResult), tmp: \(inside >= 0 ? "ok" : errnoName(errno))"
+    default:
+        if command.hasPrefix("{") {
+            // A trigger's event: keep a log of them, in arrival order.
+            try await context.state.append("events", Array((command + "\n").utf8))
+            reply = "recorded"
+        } else if command.hasPrefix("get:") {
+            // Reads a key through the worker: only this tenant's keys can be named.
+            do {
+                reply = "value: " + String(decoding: try await context.state.get(String(command.dropFirst(4))).value, as: UTF8.self)
+            } catch let error as WeftError {
+                reply = "error: \(error.code)"
+            }
+        } else if command.hasPrefix("put:"), let eq = command.firstIndex(of: "=") {
+            let key = String(command[command.index(command.startIndex, offsetBy: 4)..<eq])
+            try await context.state.put(key, String(command[command.index(after: eq)...]))
+            reply = "put"
+        } else {
+            throw WeftError(.invalidArgument, "unknown command '\(command)'")
+        }
+    }
+    return Array(reply.utf8)
+}
