@@ -161,6 +161,8 @@ let package = Package(
         .executableTarget(name: "hello", dependencies: ["WeftFunction"], path: "Examples/hello"),
         .executableTarget(name: "wordcount", dependencies: ["WeftFunction"], path: "Examples/wordcount"),
         .executableTarget(name: "counter", dependencies: ["WeftFunction"], path: "Examples/counter"),
+        // The function `weft bench invoke` deploys (chained calls, handoffs through state or Redis).
+        .executableTarget(name: "weft-bench-function", dependencies: ["WeftFunction"]),
         // A function that misbehaves on command, for the worker's hostile-function tests.
         .target(name: "HostileSupport", path: "Tests/Functions/HostileSupport"),
         .executableTarget(name: "hostile-function", dependencies: ["WeftFunction", "HostileSupport"], path: "Tests/Functions/hostile"),

@@ -112,9 +112,12 @@ public final class HTTPConnection: Sendable {
     }
 
     /// Sends a request with `body` (Content-Length framed) and waits for the whole response.
-    public func request(method: HTTPMethod, uri: String, contentType: String = "application/json", body: ByteBuffer?) async throws -> HTTPResponse {
+    public func request(
+        method: HTTPMethod, uri: String, contentType: String = "application/json", body: ByteBuffer?, headers extra: [(String, String)] = []
+    ) async throws -> HTTPResponse {
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: hostHeader)
+        for (name, value) in extra { headers.add(name: name, value: value) }
         if let body {
             headers.add(name: "Content-Type", value: contentType)
             headers.add(name: "Content-Length", value: String(body.readableBytes))

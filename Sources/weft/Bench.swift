@@ -3,12 +3,13 @@ import Foundation
 import WeftBench
 import WeftClient
 import WeftCore
+import WeftRuntime
 import WeftTransport
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks against peers in the same run.",
-        subcommands: [BenchState.self])
+        subcommands: [BenchState.self, BenchInvoke.self])
 }
 
 /// `weft bench state`: Weft vs Redis (get/put) and vs etcd (watch latency), one run, same load generator.
@@ -137,5 +138,91 @@ struct BenchState: AsyncParsableCommand {
     /// This very executable, to start `weft up` from.
     static func selfExecutable() -> String {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+}
+
+/// `weft bench invoke`: the function runtime's figures, with Redis as the handoff peer.
+struct BenchInvoke: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "invoke",
+        abstract: "Function invocation latency: warm (HTTP and Weft protocol), chained, cold start, 1 MiB handoff (Weft state vs Redis), 2× overload.",
+        discussion: """
+            Starts `weft up` twice (one with a long keep-alive for warm scenarios, one with a \
+            0.3 s keep-alive for cold starts) and redis-server, deploys the example `hello` and \
+            `weft-bench-function` (both must be built next to this executable, with \
+            weft-launcher), and runs every scenario. --json prints {"results":[...]}.
+            """)
+
+    @Flag(help: "Fewer samples: the run takes well under a minute.") var quick = false
+    @Flag(help: "Print exactly one JSON object instead of a table.") var json = false
+    @Flag(inversion: .prefixedNo, help: "Compare the handoff with Redis.") var redis = true
+
+    func run() async throws {
+        MallocTuning.apply()
+        try await Weft.exiting(json: json) {
+            let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data("bench: \(line)\n".utf8)) }
+            let exe = BenchState.selfExecutable()
+            let dir = URL(fileURLWithPath: exe).deletingLastPathComponent().path
+            for product in ["hello", "weft-bench-function", "weft-launcher"] where !FileManager.default.isExecutableFile(atPath: "\(dir)/\(product)") {
+                throw WeftError(.unavailable, "\(dir)/\(product) is missing: build it (swift build -c release --product \(product))")
+            }
+            let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("weft-bench-invoke-\(UUID().uuidString.prefix(8))").path
+            try? FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: tmp) }
+
+            var servers: [ManagedServer] = []
+            defer { servers.forEach { $0.stop() } }
+            func node(_ name: String, keepAlive: String) throws -> (ManagedServer, InvokeBench.Gateway) {
+                let httpPort = try ManagedServer.freePort()
+                let tokenFile = "\(tmp)/\(name).token"
+                let s = try ManagedServer.weft(executable: exe, arguments: [
+                    "--http", "127.0.0.1:\(httpPort)", "--token-file", tokenFile, "--keep-alive", keepAlive, "--log-level", "warning",
+                ])
+                servers.append(s)
+                for _ in 0..<100 where !FileManager.default.fileExists(atPath: tokenFile) { usleep(20_000) }
+                let token = (try? String(contentsOfFile: tokenFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+                return (s, InvokeBench.Gateway(host: "127.0.0.1", port: httpPort, token: token))
+            }
+            let (main, gateway) = try node("warm", keepAlive: "600")
+            let (coldNode, coldGateway) = try node("cold", keepAlive: "0.3")
+            var redisAddress: (host: String, port: Int)? = nil
+            if redis {
+                if let r = try ManagedServer.redis() {
+                    servers.append(r)
+                    redisAddress = (r.host, r.port)
+                } else {
+                    log("redis-server not installed: no Redis handoff")
+                }
+            }
+            func code(_ product: String) throws(WeftError) -> [UInt8] {
+                guard let d = FileManager.default.contents(atPath: "\(dir)/\(product)") else { throw WeftError(.unavailable, "cannot read \(product)") }
+                return Array(d)
+            }
+            let client = try await WeftClient.connect(host: main.host, port: main.port, connections: 4)
+            defer { Task { await client.close() } }
+            let registry = FunctionRegistry(store: ClientBackedStore(client: client))
+            _ = try await registry.deploy(tenant: "admin", manifest: FunctionManifest(name: "hello", memoryMB: 64, concurrency: 8), code: try code("hello"))
+            _ = try await registry.deploy(
+                tenant: "admin", manifest: FunctionManifest(name: "benchfn", memoryMB: 256, timeoutMs: 120_000, concurrency: 4, network: true),
+                code: try code("weft-bench-function"))
+            let coldClient = try await WeftClient.connect(host: coldNode.host, port: coldNode.port)
+            _ = try await FunctionRegistry(store: ClientBackedStore(client: coldClient)).deploy(
+                tenant: "admin", manifest: FunctionManifest(name: "hello", memoryMB: 64), code: try code("hello"))
+            await coldClient.close()
+
+            let bench = InvokeBench(config: InvokeBench.Config(quick: quick), client: client, gateway: gateway, redis: redisAddress)
+            var results: [InvokeResult] = []
+            results.append(try await bench.warmHTTP(log: log))
+            results.append(try await bench.warmProtocol(log: log))
+            results.append(try await bench.chained(log: log))
+            results.append(try await bench.coldStarts(coldGateway: coldGateway, log: log))
+            results += try await bench.handoff(log: log)
+            results.append(try await bench.overload(log: log))
+            if json {
+                FileHandle.standardOutput.write(Data((renderInvokeJSON(results) + "\n").utf8))
+            } else {
+                FileHandle.standardOutput.write(Data(renderInvokeTable(results).utf8))
+            }
+        }
     }
 }

@@ -54,4 +54,18 @@ struct FunctionCLITests {
         #expect(events.contains("\"key\":\"jobs/1\""))
         #expect(try WeftBinary.run(["trigger", "delete", "t"], server: server.address).status == 0)
     }
+
+    @Test func benchInvokePrintsOneJSONObjectWithEveryScenario() throws {
+        let r = try WeftBinary.run(["bench", "invoke", "--quick", "--json"], timeoutSeconds: 240)
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        let rows = obj?["results"] as? [[String: Any]] ?? []
+        let scenarios = rows.compactMap { $0["scenario"] as? String }
+        for s in ["warm-http", "warm-weft-protocol", "chained-call", "cold-start", "handoff-1MiB-weft", "overload-2x"] {
+            #expect(scenarios.contains(s), "missing \(s) in \(scenarios)")
+        }
+        for row in rows {
+            #expect((row["p50Us"] as? Double ?? -1) >= 0)
+        }
+    }
 }

@@ -133,7 +133,7 @@ struct WorkerTests {
         let f = try WorkerFixture.start(keepAliveMs: 300)
         try await f.deploy("hello", as: "fn")
         #expect(try await f.invoke("fn", "a").text == "hello, a")
-        try await Task.sleep(for: .milliseconds(2_000))
+        try await Task.sleep(for: .milliseconds(3_000))
         let after = try await f.invoke("fn", "b")
         #expect(after.cold, "the idle instance should have been stopped")
         try await f.deploy("hostile-function", as: "fn")

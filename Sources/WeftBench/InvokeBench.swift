@@ -1,0 +1,244 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Synchronization
+import WeftClient
+import WeftCore
+
+/// One row of `weft bench invoke`.
+public struct InvokeResult: Sendable {
+    public var scenario: String
+    public var p50Us: Double
+    public var p99Us: Double
+    /// Further numbers of the scenario (opsPerSec, goodputRatio, overloadedShare, ...).
+    public var extra: [(String, Double)] = []
+
+    public init(scenario: String, p50Us: Double, p99Us: Double, extra: [(String, Double)] = []) {
+        self.scenario = scenario
+        self.p50Us = p50Us
+        self.p99Us = p99Us
+        self.extra = extra
+    }
+}
+
+/// `{"results":[{"scenario":...,"p50Us":...,"p99Us":...,...}]}`
+public func renderInvokeJSON(_ results: [InvokeResult]) -> String {
+    let rows = results.map { r -> String in
+        var fields = ["\"scenario\":\"\(r.scenario)\"", "\"p50Us\":\(round(r.p50Us * 10) / 10)", "\"p99Us\":\(round(r.p99Us * 10) / 10)"]
+        for (k, v) in r.extra { fields.append("\"\(k)\":\(v.isFinite ? round(v * 1000) / 1000 : 0)") }
+        return "{" + fields.joined(separator: ",") + "}"
+    }
+    return "{\"results\":[" + rows.joined(separator: ",") + "]}"
+}
+
+public func renderInvokeTable(_ results: [InvokeResult]) -> String {
+    var out = "scenario                     p50 µs     p99 µs   other\n"
+    for r in results {
+        let other = r.extra.map { "\($0.0)=\(String(format: "%.3g", $0.1))" }.joined(separator: " ")
+        out += r.scenario.padding(toLength: 26, withPad: " ", startingAt: 0)
+            + String(format: "%10.1f %10.1f   ", r.p50Us, r.p99Us) + other + "\n"
+    }
+    return out
+}
+
+/// The function scenarios against a running node: warm invokes over HTTP and the Weft protocol,
+/// chained calls from inside a function, cold starts, a 1 MiB handoff through Weft state and
+/// through Redis, and overload at twice the measured capacity.
+public struct InvokeBench: Sendable {
+    public struct Config: Sendable {
+        public var samples = 300
+        public var coldSamples = 8
+        public var handoffRounds = 30
+        public var overloadSeconds = 4.0
+        public var quick = false
+        public init(quick: Bool) {
+            self.quick = quick
+            if quick {
+                samples = 100
+                coldSamples = 4
+                handoffRounds = 10
+                overloadSeconds = 1.5
+            }
+        }
+    }
+
+    public struct Gateway: Sendable {
+        public var host: String
+        public var port: Int
+        public var token: String
+        public init(host: String, port: Int, token: String) {
+            self.host = host
+            self.port = port
+            self.token = token
+        }
+    }
+
+    let config: Config
+    let client: WeftClient
+    let gateway: Gateway
+    let redis: (host: String, port: Int)?
+
+    public init(config: Config, client: WeftClient, gateway: Gateway, redis: (host: String, port: Int)?) {
+        self.config = config
+        self.client = client
+        self.gateway = gateway
+        self.redis = redis
+    }
+
+    static func summary(_ samples: [Double]) -> (Double, Double) {
+        let s = samples.sorted()
+        guard !s.isEmpty else { return (0, 0) }
+        return (s[s.count / 2], s[min(s.count - 1, Int(Double(s.count) * 0.99))])
+    }
+
+    static func micros(_ d: Duration) -> Double {
+        Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
+    }
+
+    /// Invokes `hello` over HTTP `n` times on one keep-alive connection; returns µs and cold flags.
+    func httpInvokes(_ n: Int, function: String = "hello") async throws -> [(Double, Bool)] {
+        let conn = try await HTTPConnection.connect(host: gateway.host, port: gateway.port)
+        defer { Task { await conn.close() } }
+        var out: [(Double, Bool)] = []
+        let clock = ContinuousClock()
+        for _ in 0..<n {
+            let start = clock.now
+            let r = try await conn.request(
+                method: .POST, uri: "/v1/functions/\(function)/invoke", contentType: "application/octet-stream",
+                body: ByteBuffer(string: "x"), headers: [("Authorization", "Bearer \(gateway.token)")])
+            let t = Self.micros(clock.now - start)
+            guard r.status == .ok else { throw BenchError.protocolError("HTTP invoke returned \(r.status)") }
+            out.append((t, r.head.headers.first(name: "X-Weft-Cold") == "true"))
+        }
+        return out
+    }
+
+    public func warmHTTP(log: (String) -> Void) async throws -> InvokeResult {
+        _ = try await httpInvokes(20)
+        let samples = try await httpInvokes(config.samples).map(\.0)
+        let (p50, p99) = Self.summary(samples)
+        log("warm HTTP invoke: p50 \(p50) µs, p99 \(p99) µs")
+        return InvokeResult(scenario: "warm-http", p50Us: p50, p99Us: p99)
+    }
+
+    public func warmProtocol(log: (String) -> Void) async throws -> InvokeResult {
+        let clock = ContinuousClock()
+        for _ in 0..<20 { _ = try await client.invoke("hello", [1]) }
+        var samples: [Double] = []
+        for _ in 0..<config.samples {
+            let start = clock.now
+            _ = try await client.invoke("hello", [1])
+            samples.append(Self.micros(clock.now - start))
+        }
+        let (p50, p99) = Self.summary(samples)
+        log("warm invoke over the Weft protocol: p50 \(p50) µs")
+        return InvokeResult(scenario: "warm-weft-protocol", p50Us: p50, p99Us: p99)
+    }
+
+    /// Reads {"p50Us","p99Us"} that the bench function measured inside.
+    func inside(_ input: String) async throws -> (Double, Double) {
+        let out = try await client.invoke("benchfn", Array(input.utf8))
+        guard let obj = try JSONSerialization.jsonObject(with: Data(out)) as? [String: Any],
+            let p50 = obj["p50Us"] as? Double, let p99 = obj["p99Us"] as? Double
+        else { throw BenchError.protocolError("bench function answered \(String(decoding: out, as: UTF8.self))") }
+        return (p50, p99)
+    }
+
+    public func chained(log: (String) -> Void) async throws -> InvokeResult {
+        _ = try await inside("chain:20")
+        let (p50, p99) = try await inside("chain:\(config.samples)")
+        log("chained call from inside a function: p50 \(p50) µs")
+        return InvokeResult(scenario: "chained-call", p50Us: p50, p99Us: p99)
+    }
+
+    /// Cold starts against a node whose keep-alive is short: wait until the instance is reaped,
+    /// then time the invocation (the gateway's X-Weft-Cold header confirms it was cold).
+    public func coldStarts(coldGateway: Gateway, log: (String) -> Void) async throws -> InvokeResult {
+        let bench = InvokeBench(config: config, client: client, gateway: coldGateway, redis: redis)
+        _ = try await bench.httpInvokes(1)   // unpacks the code
+        var samples: [Double] = []
+        for _ in 0..<config.coldSamples {
+            try await Task.sleep(for: .milliseconds(1_600))
+            let r = try await bench.httpInvokes(1)[0]
+            if r.1 { samples.append(r.0) }
+        }
+        let (p50, p99) = Self.summary(samples)
+        log("cold start: p50 \(p50) µs over \(samples.count) cold invocations")
+        return InvokeResult(scenario: "cold-start", p50Us: p50, p99Us: p99, extra: [("samples", Double(samples.count))])
+    }
+
+    public func handoff(log: (String) -> Void) async throws -> [InvokeResult] {
+        let bytes = 1 << 20
+        _ = try await inside("handoff:weft:\(bytes):2")
+        let (w50, w99) = try await inside("handoff:weft:\(bytes):\(config.handoffRounds)")
+        var rows = [InvokeResult(scenario: "handoff-1MiB-weft", p50Us: w50, p99Us: w99)]
+        log("1 MiB handoff through Weft state: p50 \(w50) µs")
+        if let redis {
+            _ = try await inside("handoff:redis:\(bytes):2:\(redis.host):\(redis.port)")
+            let (r50, r99) = try await inside("handoff:redis:\(bytes):\(config.handoffRounds):\(redis.host):\(redis.port)")
+            rows.append(InvokeResult(scenario: "handoff-1MiB-redis", p50Us: r50, p99Us: r99, extra: [("weftSpeedup", r50 / max(w50, 1))]))
+            log("1 MiB handoff through Redis: p50 \(r50) µs (Weft is \(String(format: "%.2f", r50 / max(w50, 1)))× faster)")
+        }
+        return rows
+    }
+
+    /// Capacity with 16 closed-loop callers, then an open-loop offered load of twice that.
+    public func overload(log: (String) -> Void) async throws -> InvokeResult {
+        let clock = ContinuousClock()
+        let seconds = config.overloadSeconds
+        let tally = OverloadTally()
+        let end = clock.now + .milliseconds(Int(seconds * 1000))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<16 {
+                group.addTask {
+                    while clock.now < end {
+                        _ = try? await client.invoke("hello", [1])
+                        tally.done.wrappingAdd(1, ordering: .relaxed)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let capacity = Double(tally.done.load(ordering: .relaxed)) / seconds
+        let rate = 2 * capacity
+        let start = clock.now
+        let total = Int(rate * seconds)
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<total {
+                let at = start + .nanoseconds(Int64(Double(i) / rate * 1e9))
+                if at > clock.now { try? await Task.sleep(until: at, clock: clock) }
+                group.addTask {
+                    let t0 = clock.now
+                    do {
+                        _ = try await client.invoke("hello", [1])
+                        tally.ok.wrappingAdd(1, ordering: .relaxed)
+                        let t = Self.micros(clock.now - t0)
+                        tally.latencies.withLock { $0.append(t) }
+                    } catch {
+                        if (error as? WeftError)?.code == .overloaded { tally.overloaded.wrappingAdd(1, ordering: .relaxed) } else { tally.failed.wrappingAdd(1, ordering: .relaxed) }
+                    }
+                }
+            }
+            await group.waitForAll()
+        }
+        let elapsed = Self.micros(clock.now - start) / 1e6
+        let goodput = Double(tally.ok.load(ordering: .relaxed)) / max(elapsed, seconds)
+        let (p50, p99) = Self.summary(tally.latencies.withLock { $0 })
+        let share = Double(tally.overloaded.load(ordering: .relaxed)) / Double(max(total, 1))
+        log("overload: capacity \(Int(capacity))/s, offered \(Int(rate))/s, goodput \(Int(goodput))/s (\(String(format: "%.2f", goodput / max(capacity, 1)))×), overloaded \(String(format: "%.1f", share * 100))%")
+        return InvokeResult(
+            scenario: "overload-2x", p50Us: p50, p99Us: p99,
+            extra: [("capacityPerSec", capacity), ("offeredPerSec", rate), ("goodputPerSec", goodput),
+                    ("goodputRatio", goodput / max(capacity, 1)), ("overloadedShare", share),
+                    ("otherErrors", Double(tally.failed.load(ordering: .relaxed)))])
+    }
+}
+
+/// Counts of the overload scenario, shared by its tasks.
+final class OverloadTally: Sendable {
+    let done = Atomic<Int>(0)
+    let ok = Atomic<Int>(0)
+    let overloaded = Atomic<Int>(0)
+    let failed = Atomic<Int>(0)
+    let latencies = Mutex<[Double]>([])
+}
