@@ -40,6 +40,8 @@ final class WatchStream: Sendable {
         var created: CheckedContinuation<Void, any Error>?
         var isCreated = false
         var finished = false
+        /// Why it finished (nil: cancelled), for a `waitCreated` that comes after.
+        var finishError: WeftError?
     }
 
     private let continuation: AsyncThrowingStream<WatchEvent, any Error>.Continuation
@@ -63,7 +65,7 @@ final class WatchStream: Sendable {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             let ready: Result<Void, any Error>? = state.withLock { s in
                 if s.isCreated { return .success(()) }
-                if s.finished { return .failure(WeftError(.unavailable, "watch ended before it started")) }
+                if s.finished { return .failure(s.finishError ?? WeftError(.cancelled, "watch cancelled before it started")) }
                 s.created = c
                 return nil
             }
@@ -95,6 +97,7 @@ final class WatchStream: Sendable {
         let c: CheckedContinuation<Void, any Error>? = state.withLock { s in
             if s.finished { return nil }
             s.finished = true
+            s.finishError = error
             defer { s.created = nil }
             return s.created
         }

@@ -23,6 +23,9 @@ public final class Worker: FunctionService, @unchecked Sendable {
         public var recordOutputBytesMax = 1 << 20
         /// Invocation records kept (oldest dropped first).
         public var recordsMax = 10_000
+        /// How long an instance may take to start (sandbox, process start, first request for
+        /// work) on top of the function's timeout before queued invocations give up.
+        public var startupTimeoutMs = 10_000
         /// Host paths hidden from instances (e.g. the node's data directory).
         public var hiddenPaths: [String] = []
         public init(codeDirectory: String) { self.codeDirectory = codeDirectory }
@@ -160,9 +163,11 @@ public final class Worker: FunctionService, @unchecked Sendable {
         }
     }
 
-    /// An invocation still waiting for an instance after its timeout fails with `timeout`.
+    /// An invocation still waiting for an instance after its timeout plus the time allowed for
+    /// an instance to start fails with `timeout` (a cold start does not eat the function's own
+    /// timeout, which runs from dispatch).
     private func armQueueTimeout(_ p: PendingInvocation, pool: FunctionPool) {
-        let timeoutMs = pool.info.manifest.timeoutMs
+        let timeoutMs = pool.info.manifest.timeoutMs + options.startupTimeoutMs
         group.next().scheduleTask(in: .milliseconds(Int64(timeoutMs))) { [weak pool] in
             pool?.queueTimeout(p, timeoutMs: timeoutMs)
         }

@@ -67,7 +67,8 @@ struct WorkerTests {
         #expect(r.errorCode == code, "\(command): \(r.errorCode.map { "\($0)" } ?? "nil") \(r.errorMessage ?? "") \(r.stderrTail)")
         if command == "crash" { #expect(r.stderrTail.contains("about to crash")) }
         if command == "exit" { #expect(r.stderrTail.contains("leaving in the middle")) }
-        #expect(try await f.invoke("hostile", "ok").text == "ok")
+        let ok = try await f.invoke("hostile", "ok")
+        #expect(ok.text == "ok", "\(ok.errorCode.map { "\($0)" } ?? "") \(ok.errorMessage ?? "")")
         #expect(try await f.invoke("hello", "still here").text == "hello, still here")
         await f.stop()
     }
