@@ -62,9 +62,10 @@ let package = Package(
             swiftSettings: releaseSettings
         ),
         // libfabric (Debian libfabric-dev): the RDMA transport's endpoints, memory regions, RMA.
+        // No pkgConfig: its -lfabric would link libfabric into every process (see shim.h: it is
+        // loaded with dlopen when a fabric endpoint opens).
         .systemLibrary(
             name: "CFabric",
-            pkgConfig: "libfabric",
             providers: [.apt(["libfabric-dev"])]
         ),
         // libibverbs (Debian libibverbs-dev): RDMA device detection for `--transport auto`.

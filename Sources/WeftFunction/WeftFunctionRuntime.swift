@@ -69,7 +69,10 @@ public enum WeftFunctionRuntime {
         }
     }
 
-    private static func start(_ handler: some ByteHandler) async -> Never {
+    // Not generic, and the outcome is taken out of the do/catch before exiting: the generic form
+    // with exit() inside a typed do/catch crashed the Swift 6.3.1 optimizer (JumpThreadSimplifyCFG)
+    // in release builds.
+    private static func start(_ handler: any ByteHandler) async -> Never {
         let config = Configuration.fromEnvironment()
         signal(SIGPIPE, SIG_IGN)
         LoggingSystem.bootstrap { label in
@@ -84,14 +87,19 @@ public enum WeftFunctionRuntime {
             logger.critical("no connection to a worker on fd \(config.fd): this program is a Weft function, started by `weft` (set WEFT_FUNCTION_FD to use another fd)")
             exit(2)
         }
-        do throws(WeftError) {
+        let outcome: WeftError?
+        do {
             try await serve(handler, configuration: config, logger: logger)
-            logger.debug("drained by the worker")
-            exit(0)
+            outcome = nil
         } catch {
-            logger.info("stopping: \(error)")
+            outcome = error
+        }
+        if let outcome {
+            logger.info("stopping: \(outcome)")
             exit(1)
         }
+        logger.debug("drained by the worker")
+        exit(0)
     }
 
     /// Connects on `configuration.fd` and runs the loops until drained (returns) or the

@@ -43,6 +43,10 @@ final class Instance: FunctionRequestHandler, @unchecked Sendable {
         var channel: InstanceChannel?
     }
 
+    /// Stderr kept in an invocation record: enough for a message and the Swift runtime's
+    /// crash backtrace that follows it.
+    static let stderrTailBytesMax = 32 << 10
+
     let number: Int
     let pool: FunctionPool
     private let state: Mutex<State>
@@ -190,7 +194,7 @@ final class Instance: FunctionRequestHandler, @unchecked Sendable {
         }
         channel?.close()
         for w in waiting { w(.failure(WeftError(.cancelled, "the instance ended"))) }
-        let tail = String(decoding: result.stderrTail.suffix(4096), as: UTF8.self)
+        let tail = String(decoding: result.stderrTail.suffix(Self.stderrTailBytesMax), as: UTF8.self)
         let error: WeftError
         if let killReason {
             error = killReason

@@ -167,11 +167,14 @@ public final class FabricEndpoint: @unchecked Sendable {
         if let port, !(0...65535).contains(port) {
             throw WeftError(.invalidArgument, "port \(port) out of range")
         }
+        if let reason = weft_fabric_load_error() {
+            throw WeftError(.unavailable, "libfabric is not available: \(String(cString: reason)) (install libfabric1)")
+        }
         let provider = resolvedProvider(options.provider)
         guard let hints = weft_fi_allocinfo() else {
             throw WeftError(.internalError, "fi_allocinfo failed")
         }
-        defer { fi_freeinfo(hints) }
+        defer { weft_fi_freeinfo(hints) }
         fillHints(hints, provider: provider, addressFormat: nil)
 
         var node: String? = host
@@ -229,7 +232,7 @@ public final class FabricEndpoint: @unchecked Sendable {
         }
         return withOptionalCString(node) { nodePtr in
             withOptionalCString(service) { servicePtr in
-                fi_getinfo(weft_fi_version(), nodePtr, servicePtr, flags, hints, &list)
+                weft_fi_getinfo(weft_fi_version(), nodePtr, servicePtr, flags, hints, &list)
             }
         }
     }
@@ -259,7 +262,7 @@ public final class FabricEndpoint: @unchecked Sendable {
 
     private func openResources() throws(WeftError) {
         var fabric: UnsafeMutablePointer<fid_fabric>? = nil
-        try check(fi_fabric(info.pointee.fabric_attr, &fabric, nil), "fi_fabric", code: .unavailable)
+        try check(weft_fi_fabric(info.pointee.fabric_attr, &fabric, nil), "fi_fabric", code: .unavailable)
         self.fabric = fabric
 
         var domain: UnsafeMutablePointer<fid_domain>? = nil
@@ -374,14 +377,14 @@ public final class FabricEndpoint: @unchecked Sendable {
         guard !closed else { throw Self.closedError() }
         guard (0...65535).contains(port) else { throw WeftError(.invalidArgument, "port \(port) out of range") }
         guard let hints = weft_fi_allocinfo() else { throw WeftError(.internalError, "fi_allocinfo failed") }
-        defer { fi_freeinfo(hints) }
+        defer { weft_fi_freeinfo(hints) }
         Self.fillHints(hints, provider: providerName, addressFormat: info.pointee.addr_format)
         var list: UnsafeMutablePointer<fi_info>? = nil
         let rc = Self.callGetinfo(node: host, service: String(port), flags: 0, hints: hints, into: &list)
         guard rc == 0, let list else {
             throw WeftError(.unavailable, "fi_getinfo(\(host):\(port), provider '\(providerName)'): \(Self.fiErrorText(rc))")
         }
-        defer { fi_freeinfo(list) }
+        defer { weft_fi_freeinfo(list) }
         guard let dest = list.pointee.dest_addr, list.pointee.dest_addrlen > 0 else {
             throw WeftError(.unavailable, "fi_getinfo(\(host):\(port)): provider '\(providerName)' returned no destination address")
         }
@@ -650,7 +653,7 @@ public final class FabricEndpoint: @unchecked Sendable {
         domain = nil
         if let fabric { _ = fi_close(fidOf(fabric)) }
         fabric = nil
-        if let infoList { fi_freeinfo(infoList) }
+        if let infoList { weft_fi_freeinfo(infoList) }
         infoList = nil
         receiveArena.map { free($0) }
         receiveArena = nil
@@ -723,7 +726,7 @@ public final class FabricEndpoint: @unchecked Sendable {
 
     static func fiErrorText(_ rc: Int32) -> String {
         let positive = rc < 0 ? -rc : rc
-        return "\(String(cString: fi_strerror(positive))) (\(-positive))"
+        return "\(String(cString: weft_fi_strerror(positive))) (\(-positive))"
     }
 
     static func fiError(_ function: String, _ rc: Int, code: WeftError.Code) -> WeftError {

@@ -11,26 +11,26 @@ public enum RDMADevices {
     /// `ibv_get_device_list` returns NULL with errno 38 (ENOSYS), which is reported as
     /// "no RDMA device (...)".
     public static func detect() -> (names: [String], reason: String) {
-        var count: Int32 = 0
-        errno = 0
-        guard let list = ibv_get_device_list(&count) else {
-            let code = errno
-            let text = String(cString: strerror(code))
-            return ([], "no RDMA device (ibv_get_device_list failed: \(text), errno \(code))")
+        final class Names { var all: [String] = [] }
+        let names = Names()
+        var error: UnsafePointer<CChar>? = nil
+        var listErrno: Int32 = 0
+        let count = withExtendedLifetime(names) {
+            weft_ibv_devices({ name, context in
+                let names = Unmanaged<Names>.fromOpaque(context!).takeUnretainedValue()
+                names.all.append(name.map { String(cString: $0) } ?? "device\(names.all.count)")
+            }, Unmanaged.passUnretained(names).toOpaque(), &error, &listErrno)
         }
-        defer { ibv_free_device_list(list) }
-        var names: [String] = []
-        for index in 0..<Int(max(count, 0)) {
-            guard let device = list[index] else { break }
-            if let name = ibv_get_device_name(device) {
-                names.append(String(cString: name))
-            } else {
-                names.append("device\(index)")
+        if count < 0 {
+            let what = error.map { String(cString: $0) } ?? "libibverbs failed"
+            if listErrno != 0 {
+                return ([], "no RDMA device (\(what): \(String(cString: strerror(listErrno))), errno \(listErrno))")
             }
+            return ([], "no RDMA device (\(what))")
         }
-        if names.isEmpty {
+        if names.all.isEmpty {
             return ([], "no RDMA device (libibverbs lists none)")
         }
-        return (names, "RDMA device\(names.count == 1 ? "" : "s") found: \(names.joined(separator: ", "))")
+        return (names.all, "RDMA device\(names.all.count == 1 ? "" : "s") found: \(names.all.joined(separator: ", "))")
     }
 }
