@@ -66,22 +66,15 @@ public struct FunctionContext: Sendable {
     public func map(_ function: String, _ inputs: [[UInt8]]) async throws(WeftError) -> [[UInt8]] {
         let channel = self.channel
         let window = max(1, mapConcurrencyMax)
+        // No local function capturing the group and the counter here: that shape was
+        // miscompiled by Swift 6.3.1 in release builds (an out-of-range trap in outputs[i]).
         let outcome: Result<[[UInt8]], WeftError> = await withTaskGroup(of: (Int, Result<[UInt8], WeftError>).self) { group in
             var outputs = [[UInt8]](repeating: [], count: inputs.count)
-            var started = 0
-            func start() {
-                let i = started
-                let input = inputs[i]
-                started += 1
-                group.addTask {
-                    do throws(WeftError) {
-                        return (i, .success(try await channel.invoke(function, input).output))
-                    } catch {
-                        return (i, .failure(error))
-                    }
-                }
+            var next = 0
+            while next < min(window, inputs.count) {
+                group.addTask(operation: Self.mapTask(channel, function, index: next, input: inputs[next]))
+                next += 1
             }
-            while started < min(window, inputs.count) { start() }
             while let (i, result) = await group.next() {
                 switch result {
                 case .success(let output): outputs[i] = output
@@ -89,11 +82,27 @@ public struct FunctionContext: Sendable {
                     group.cancelAll()
                     return .failure(error)
                 }
-                if started < inputs.count { start() }
+                if next < inputs.count {
+                    group.addTask(operation: Self.mapTask(channel, function, index: next, input: inputs[next]))
+                    next += 1
+                }
             }
             return .success(outputs)
         }
         return try outcome.get()
+    }
+
+    /// One invocation of a map, tagged with its input's index.
+    static func mapTask(_ channel: any WorkerChannel, _ function: String, index: Int, input: [UInt8])
+        -> @Sendable () async -> (Int, Result<[UInt8], WeftError>)
+    {
+        {
+            do throws(WeftError) {
+                return (index, .success(try await channel.invoke(function, input).output))
+            } catch {
+                return (index, .failure(error))
+            }
+        }
     }
 
     static func nowUnixMs() -> Int64 {
