@@ -47,6 +47,11 @@ public struct FunctionRegistry: Sendable {
 
     /// The current deploy of a function (`notFound` if there is none).
     public func lookup(tenant: String, name: String) async throws(WeftError) -> (info: FunctionInfo, codeVersion: Revision) {
+        try decode(try await manifestEntry(tenant: tenant, name: name))
+    }
+
+    /// The stored manifest entry, undecoded (its version is the function's version).
+    func manifestEntry(tenant: String, name: String) async throws(WeftError) -> KeyValue {
         let response: StateResponse
         do {
             response = try await store.execute(.get(key: Self.base(tenant, name) + "manifest"))
@@ -55,7 +60,7 @@ public struct FunctionRegistry: Sendable {
             throw WeftError(.notFound, "no function '\(name)'")
         }
         guard case .value(let kv) = response else { throw WeftError(.internalError, "unexpected response to the manifest get") }
-        return try decode(kv)
+        return kv
     }
 
     func decode(_ kv: KeyValue) throws(WeftError) -> (info: FunctionInfo, codeVersion: Revision) {

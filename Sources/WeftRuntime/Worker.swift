@@ -137,9 +137,11 @@ public final class Worker: FunctionService, @unchecked Sendable {
 
     /// The pool of the function's current version, made (code fetched and unpacked) on first use.
     private func pool(tenant: String, function: String) async throws(WeftError) -> FunctionPool {
-        let (info, codeVersion) = try await registry.lookup(tenant: tenant, name: function)
+        // The manifest's version says whether the pool is current; decode it only when not.
+        let entry = try await registry.manifestEntry(tenant: tenant, name: function)
         let key = Self.poolKey(tenant, function)
-        if let existing = pools.withLock({ $0[key] }), existing.info.version == info.version { return existing }
+        if let existing = pools.withLock({ $0[key] }), existing.info.version == entry.version { return existing }
+        let (info, codeVersion) = try registry.decode(entry)
         let bytes = try await registry.code(tenant: tenant, name: function, codeVersion: codeVersion)
         let (dir, exe) = try code.install(tenant: tenant, name: function, version: info.version, code: bytes)
         let fresh = FunctionPool(
