@@ -22,23 +22,7 @@ public struct ClientInvokeHandler: FunctionRequestHandler {
     public func invoke(function: String, input: [UInt8], async: Bool, completion: @escaping @Sendable (Result<(String, [UInt8]), WeftError>) -> Void) {
         let worker = self.worker
         let tenant = self.tenant
-        Task {
-            do {
-                if async {
-                    completion(.success((try await worker.invokeAsync(tenant: tenant, function: function, input: input), [])))
-                } else {
-                    let record = try await worker.invoke(tenant: tenant, function: function, input: input)
-                    if let error = record.error {
-                        let tail = record.stderrTail.isEmpty ? "" : "\n--- stderr (tail) ---\n\(record.stderrTail)"
-                        completion(.failure(WeftError(error.code, error.message + tail)))
-                    } else {
-                        completion(.success((record.id, record.output)))
-                    }
-                }
-            } catch {
-                completion(.failure(.wrapping(error)))
-            }
-        }
+        Task { completion(await worker.invokeForCaller(tenant: tenant, function: function, input: input, async: async)) }
     }
 
     public func closed() {}

@@ -125,23 +125,7 @@ final class Instance: FunctionRequestHandler, @unchecked Sendable {
     func invoke(function: String, input: [UInt8], async: Bool, completion: @escaping @Sendable (Result<(String, [UInt8]), WeftError>) -> Void) {
         let worker = pool.worker
         let tenant = pool.tenant
-        Task {
-            do {
-                if async {
-                    let id = try await worker.invokeAsync(tenant: tenant, function: function, input: input)
-                    completion(.success((id, [])))
-                } else {
-                    let record = try await worker.invoke(tenant: tenant, function: function, input: input)
-                    if let error = record.error {
-                        completion(.failure(error))
-                    } else {
-                        completion(.success((record.id, record.output)))
-                    }
-                }
-            } catch {
-                completion(.failure(.wrapping(error)))
-            }
-        }
+        Task { completion(await worker.invokeForCaller(tenant: tenant, function: function, input: input, async: async)) }
     }
 
     func closed() {

@@ -34,9 +34,15 @@ public final class TenantStore: StateStore {
         case .list(let p, let after, let limit, let keysOnly): mapped = .list(prefix: prefix + p, after: after.map { prefix + $0 }, limit: limit, keysOnly: keysOnly)
         case .leaseGrant, .leaseKeepAlive, .leaseRevoke, .status: mapped = request
         }
-        if case .get(let k, _, _) = request, k.isEmpty {
-            completion(.failure(WeftError(.invalidKey, "empty key")))
-            return
+        switch request {
+        case .get(let k, _, _), .put(let k, _, _, _), .writeRange(let k, _, _, _), .append(let k, _, _), .add(let k, _), .delete(let k, _):
+            // Prefixed, an empty key would name the tenant's prefix itself.
+            if k.isEmpty {
+                completion(.failure(WeftError(.invalidKey, "empty key")))
+                return
+            }
+        default:
+            break
         }
         inner.execute(mapped) { result in
             completion(result.map { Self.strip($0, prefix: prefix) })

@@ -131,6 +131,22 @@ public final class Worker: FunctionService, @unchecked Sendable {
         return r
     }
 
+    /// An invoke from a caller inside the runtime (a function's `ctx.invoke`) or from a client of
+    /// the node: the output, or the failure with the stderr tail appended to its message.
+    func invokeForCaller(tenant: String, function: String, input: [UInt8], async: Bool) async -> Result<(String, [UInt8]), WeftError> {
+        do {
+            if async {
+                return .success((try await invokeAsync(tenant: tenant, function: function, input: input), []))
+            }
+            let record = try await invoke(tenant: tenant, function: function, input: input)
+            guard let error = record.error else { return .success((record.id, record.output)) }
+            let tail = record.stderrTail.isEmpty ? "" : "\n--- stderr (tail) ---\n\(record.stderrTail)"
+            return .failure(WeftError(error.code, error.message + tail))
+        } catch {
+            return .failure(error)
+        }
+    }
+
     // MARK: pools
 
     static func poolKey(_ tenant: String, _ name: String) -> String { "\(tenant)/\(name)" }
