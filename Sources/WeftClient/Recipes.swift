@@ -95,11 +95,14 @@ extension WeftClient {
         try StateKey.validate(key)
         let deadline = Self.deadline(afterMs: timeoutMs)
         let lease = try await grantLease(ttlSeconds: ttlSeconds)
+        // Kept alive from the start: a wait longer than the TTL must not let the lease expire
+        // before the put that would take the lock with it.
+        let keeper = LeaseKeeper(client: self, lease: lease, ttlSeconds: ttlSeconds)
         do throws(WeftError) {
             while true {
                 do {
                     let token = try await put(key, value, ifVersion: 0, lease: lease)
-                    return WeftLock(name: name, key: key, token: token, keeper: LeaseKeeper(client: self, lease: lease, ttlSeconds: ttlSeconds), client: self)
+                    return WeftLock(name: name, key: key, token: token, keeper: keeper, client: self)
                 } catch where error.code == .versionMismatch {
                     let current: KeyValue
                     do {
@@ -112,6 +115,7 @@ extension WeftClient {
                 if let deadline, ContinuousClock.now >= deadline { throw WeftError(.timeout, "'\(name)' not acquired in time") }
             }
         } catch {
+            keeper.stop()
             _ = try? await revoke(lease: lease)
             throw error
         }

@@ -32,6 +32,23 @@ struct RecipeTests {
         await server.stop()
     }
 
+    @Test func aWaiterLongerThanItsTTLStillGetsTheLock() async throws {
+        // A real node (its leases expire on time); the waiter's own lease must outlive the wait.
+        let server = try ServerProcess.start()
+        defer { _ = server.terminate() }
+        let a = try await WeftClient.connect(address: server.address)
+        let b = try await WeftClient.connect(address: server.address)
+        let held = try await a.lock("slow", ttlSeconds: 1)
+        let waiter = Task { () throws(WeftError) -> WeftLock in try await b.lock("slow", ttlSeconds: 1, timeoutMs: 15_000) }
+        try await Task.sleep(for: .milliseconds(2_500))
+        try await held.unlock()
+        let got = try await waiter.value
+        #expect(got.token > held.token)
+        try await got.unlock()
+        await a.close()
+        await b.close()
+    }
+
     @Test func lockTimesOutWhileHeld() async throws {
         let server = try await InProcessServer.start()
         let c = try await server.client()
