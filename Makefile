@@ -27,6 +27,7 @@ release: deps
 	$(SWIFT) build -c release --product weft-launcher
 	$(SWIFT) build -c release --product hello
 	$(SWIFT) build -c release --product wordcount
+	$(SWIFT) build -c release --product weft-bench-function
 
 # Starts the embedded single node, runs Examples/demo.sh against it, stops it.
 run: release
@@ -39,9 +40,11 @@ test: deps
 
 bench: release
 	$(RELEASE_BIN) bench state
+	$(RELEASE_BIN) bench invoke
 
 bench-quick: release
 	$(RELEASE_BIN) bench state --quick
+	$(RELEASE_BIN) bench invoke --quick
 
 # Regenerates Sources/WeftWire/Generated from Proto/ (the output is committed).
 proto:
