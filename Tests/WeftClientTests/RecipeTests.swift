@@ -38,10 +38,13 @@ struct RecipeTests {
         defer { _ = server.terminate() }
         let a = try await WeftClient.connect(address: server.address)
         let b = try await WeftClient.connect(address: server.address)
-        let held = try await a.lock("slow", ttlSeconds: 1)
-        let waiter = Task { () throws(WeftError) -> WeftLock in try await b.lock("slow", ttlSeconds: 1, timeoutMs: 15_000) }
-        try await Task.sleep(for: .milliseconds(2_500))
-        try await held.unlock()
+        // TTLs leave the keep-alives (every TTL/3) slack on a loaded machine; the wait is more
+        // than twice the waiter's TTL.
+        let held = try await a.lock("slow", ttlSeconds: 3)
+        let waiter = Task { () throws(WeftError) -> WeftLock in try await b.lock("slow", ttlSeconds: 3, timeoutMs: 30_000) }
+        try await Task.sleep(for: .milliseconds(7_000))
+        // (If the holder's own keep-alive stalled, its lease may be gone already: not this test's point.)
+        _ = try? await held.unlock()
         let got = try await waiter.value
         #expect(got.token > held.token)
         try await got.unlock()
