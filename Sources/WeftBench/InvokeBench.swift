@@ -85,10 +85,12 @@ public struct InvokeBench: Sendable {
         self.redis = redis
     }
 
+    /// p50 and p99 (µs) of samples in µs, by the same histogram as `weft bench state`.
     static func summary(_ samples: [Double]) -> (Double, Double) {
-        let s = samples.sorted()
-        guard !s.isEmpty else { return (0, 0) }
-        return (s[s.count / 2], s[min(s.count - 1, Int(Double(s.count) * 0.99))])
+        var histogram = LatencyHistogram()
+        for us in samples { histogram.record(nanos: UInt64(max(0, us * 1000))) }
+        let s = histogram.summary
+        return (s.p50Us, s.p99Us)
     }
 
     static func micros(_ d: Duration) -> Double {

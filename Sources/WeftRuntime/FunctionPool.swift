@@ -150,9 +150,7 @@ final class FunctionPool: @unchecked Sendable {
     }
 
     private func deadlineUnixMs() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000 + UInt64(info.manifest.timeoutMs)
+        UInt64(Worker.unixMs()) + UInt64(info.manifest.timeoutMs)
     }
 
     // MARK: starting instances
