@@ -20,6 +20,8 @@ let package = Package(
         .executable(name: "weft-launcher", targets: ["weft-launcher"]),
         .library(name: "WeftGateway", targets: ["WeftGateway"]),
         .library(name: "WeftFunction", targets: ["WeftFunction"]),
+        .library(name: "WeftCluster", targets: ["WeftCluster"]),
+        .library(name: "WeftTestKit", targets: ["WeftTestKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -95,12 +97,28 @@ let package = Package(
             ],
             swiftSettings: releaseSettings
         ),
+        // The cluster: membership, election and the shard map in etcd; the coordinator (a pure
+        // state machine); chain replication, failover and shard copies.
+        .target(
+            name: "WeftCluster",
+            dependencies: [
+                "WeftCore", "WeftWire", "WeftTransport", "WeftClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: releaseSettings
+        ),
+        // Test kit: a local cluster of real processes (kill, restart, pause), and the
+        // linearizability checker for histories recorded against it.
+        .target(name: "WeftTestKit", swiftSettings: releaseSettings),
         // Load generator for `weft bench`: drives Weft, Redis (RESP) and etcd (HTTP/JSON API)
         // with the same code.
         .target(
             name: "WeftBench",
             dependencies: [
-                "WeftCore", "WeftClient", "WeftTransport",
+                "WeftCore", "WeftClient", "WeftTransport", "WeftTestKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -109,7 +127,7 @@ let package = Package(
         .executableTarget(
             name: "weft",
             dependencies: [
-                "WeftCore", "WeftStorage", "WeftTransport", "WeftClient", "WeftBench", "WeftRuntime", "WeftSandbox", "WeftGateway",
+                "WeftCore", "WeftStorage", "WeftTransport", "WeftClient", "WeftBench", "WeftRuntime", "WeftSandbox", "WeftGateway", "WeftCluster", "WeftTestKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -180,6 +198,14 @@ let package = Package(
             dependencies: ["WeftCore", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "WeftStorageTests", dependencies: ["WeftCore", "WeftStorage"]),
+        .testTarget(
+            name: "WeftClusterTests",
+            dependencies: [
+                "WeftCore", "WeftCluster", "WeftClient", "WeftTestKit",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "WeftTransportTests",
             dependencies: [

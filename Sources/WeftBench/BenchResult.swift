@@ -129,19 +129,20 @@ private func formatNumber(_ x: Double) -> String {
 public func renderTable(_ results: [BenchResult]) -> String {
     struct Key: Hashable { var op: String; var size: Int; var clients: Int }
     var bySystem: [String: [Key: BenchResult]] = [:]
-    for r in results where r.system != "weft" || r.storage == nil || r.storage == "memory" {
+    for r in results where !r.system.hasPrefix("weft") || r.storage == nil || r.storage == "memory" {
         bySystem[r.system, default: [:]][Key(op: r.op, size: r.valueBytes, clients: r.clients)] = r
     }
     let header = ["system", "op", "value", "clients", "ops/s", "p50 µs", "p99 µs", "peer", "ops ×peer", "p50 ×peer"]
     var rows: [[String]] = [header]
     for r in results {
         let system = r.transport.map { $0 == "tcp" ? r.system : "\(r.system)/\($0)" } ?? r.system
-        let name = r.storage.map { $0 == "memory" ? system : "\(system) (\($0))" } ?? system
+        var name = r.storage.map { $0 == "memory" ? system : "\(system) (\($0))" } ?? system
+        if let replicas = r.replicas { name += " R=\(replicas)" }
         var row = [name, r.op, formatBytes(r.valueBytes), String(r.clients),
                    formatNumber(r.opsPerSec), formatNumber(r.p50Us), formatNumber(r.p99Us)]
         let key = Key(op: r.op, size: r.valueBytes, clients: r.clients)
         let peerName = r.op == "watch" ? "etcd" : "redis"
-        if r.system == "weft", let o = bySystem[peerName]?[key], o.opsPerSec > 0, o.p50Us > 0 {
+        if r.system.hasPrefix("weft"), let o = bySystem[peerName]?[key], o.opsPerSec > 0, o.p50Us > 0 {
             row += [peerName, String(format: "%.2fx", r.opsPerSec / o.opsPerSec), String(format: "%.2fx", r.p50Us / o.p50Us)]
         } else {
             row += ["", "", ""]

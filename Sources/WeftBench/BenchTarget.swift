@@ -8,6 +8,8 @@ public protocol BenchTarget: Sendable {
     var system: String { get }
     /// How the load generator reaches it: "tcp" or "fabric" (the `transport` field of results).
     var transport: String { get }
+    /// For a cluster: its replication factor (the `replicas` field of results); nil otherwise.
+    var replicas: Int? { get }
     func makeClient() async throws -> any BenchClient
     /// Called by the load generator after each measured step (e.g. etcd compacts its history
     /// there so a long run of large puts stays within its space quota). Default: nothing.
@@ -16,6 +18,8 @@ public protocol BenchTarget: Sendable {
 
 extension BenchTarget {
     public var transport: String { "tcp" }
+    /// For a cluster: its replication factor (the `replicas` field of results).
+    public var replicas: Int? { nil }
     public func afterStep() async throws {}
 }
 

@@ -86,7 +86,8 @@ public struct StateBench: Sendable {
                     for (t, target) in targets.enumerated() {
                         if op == .get && !prefilled.contains(t) { continue }
                         do {
-                            let r = try await runStep(target: target, op: op, valueBytes: size, clients: clients)
+                            var r = try await runStep(target: target, op: op, valueBytes: size, clients: clients)
+                            r.replicas = target.replicas
                             results.append((t, r))
                             log?(Self.describe(r))
                         } catch {

@@ -14,6 +14,8 @@ struct OutboundRequest {
     var request: ServerRequest
     var reply: Reply
     var deadline: NIODeadline
+    /// Cluster mode: the shard-map epoch the request was routed with (0 = not routed).
+    var epoch: UInt64 = 0
 }
 
 /// One connection of a client, on any transport: numbers requests, matches responses to them by
@@ -82,7 +84,7 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
         case .none: break
         }
         var buffer = link.allocator.buffer(capacity: 96 + out.request.payloadBytes)
-        buffer.writeRequest(id: id, out.request)
+        buffer.writeRequest(id: id, out.request, epoch: out.epoch)
         link.write(buffer)
         link.flush()
     }

@@ -47,6 +47,13 @@ public final class WeftClient: Sendable {
         self.slots = (0..<options.connections).map { _ in SessionSlot() }
     }
 
+    /// A client that connects lazily (on first use, or `ensureConnected`), over TCP.
+    public static func lazy(host: String, port: Int, options: Options = Options()) -> WeftClient {
+        WeftClient(
+            host: host, port: port, options: options,
+            transport: TCPClientTransport(group: MultiThreadedEventLoopGroup.singleton), ownsTransport: false)
+    }
+
     /// Connects the pool (every connection, so a wrong address fails here). The transport is TCP
     /// on `group` unless `transport` names another.
     public static func connect(
@@ -210,12 +217,12 @@ public final class WeftClient: Sendable {
 
     /// Sends a request and waits for its answer, up to `timeoutMs` (the request timeout by
     /// default; `Int64.max` waits as long as the connection lives, e.g. for a long poll).
-    func send(_ request: ServerRequest, timeoutMs: Int64? = nil) async throws(WeftError) -> ClientResponse {
+    func send(_ request: ServerRequest, timeoutMs: Int64? = nil, epoch: UInt64 = 0) async throws(WeftError) -> ClientResponse {
         let session = try await pickSession()
         let promise = session.eventLoop.makePromise(of: ClientResponse.self)
         let wait = timeoutMs ?? options.requestTimeoutMs
         let deadline = wait >= Int64.max / 1_000_000 ? NIODeadline.distantFuture : NIODeadline.now() + .milliseconds(wait)
-        session.submit(OutboundRequest(request: request, reply: .unary(promise), deadline: deadline))
+        session.submit(OutboundRequest(request: request, reply: .unary(promise), deadline: deadline, epoch: epoch))
         do {
             return try await promise.futureResult.get()
         } catch let e as WeftError {
@@ -223,6 +230,42 @@ public final class WeftClient: Sendable {
         } catch {
             throw WeftError(.unavailable, "\(error)")
         }
+    }
+
+    /// Sends any request stamped with a shard-map epoch and waits for its answer (cluster routing).
+    public func send(_ request: ServerRequest, epoch: UInt64, timeoutMs: Int64? = nil) async throws(WeftError) -> ClientResponse {
+        try await send(request, timeoutMs: timeoutMs, epoch: epoch)
+    }
+
+    /// Opens the first connection if it is not open (for `submit`).
+    public func ensureConnected() async throws(WeftError) {
+        _ = try await session(slot: 0)
+    }
+
+    /// True while the first connection is open.
+    public var isConnected: Bool { slots[0].session.withLock { $0?.isOpen ?? false } }
+
+    /// Sends a request on the first connection without waiting. Requests submitted one after
+    /// another (from one thread, or under one lock) go out in that order. Without an open
+    /// connection it fails at once with `unavailable` (see `ensureConnected`).
+    public func submit(
+        _ request: ServerRequest, epoch: UInt64, timeoutMs: Int64,
+        completion: @escaping @Sendable (Result<ClientResponse, WeftError>) -> Void
+    ) {
+        guard let session = slots[0].session.withLock({ $0 }), session.isOpen else {
+            completion(.failure(WeftError(.unavailable, "not connected to \(host):\(port)")))
+            return
+        }
+        let promise = session.eventLoop.makePromise(of: ClientResponse.self)
+        promise.futureResult.whenComplete { result in
+            switch result {
+            case .success(let r): completion(.success(r))
+            case .failure(let e as WeftError): completion(.failure(e))
+            case .failure(let e): completion(.failure(WeftError(.unavailable, "\(e)")))
+            }
+        }
+        session.submit(OutboundRequest(
+            request: request, reply: .unary(promise), deadline: NIODeadline.now() + .milliseconds(timeoutMs), epoch: epoch))
     }
 
     // MARK: the state API

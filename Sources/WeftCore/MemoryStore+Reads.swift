@@ -1,4 +1,12 @@
 extension MemoryStore {
+    /// Reads a key and runs `body` with it while the key's shard is still locked, so that what
+    /// `body` records (e.g. a cache lease) is ordered with every write of the key.
+    public func read<T>(_ key: String, underLock body: (KeyValue?) -> T) throws(WeftError) -> T {
+        try StateKey.validate(key, limits: limits)
+        let byteKey = ByteKey(key)
+        return shard(for: key).state.withLock { state in body(state.entries[byteKey].map { $0.keyValue(key) }) }
+    }
+
     /// `get`: the value (or a byte range of it), or `notModified` if the key has not changed
     /// since `ifChangedSince`.
     func get(_ key: String, range: ByteRange?, ifChangedSince: Revision?) throws(WeftError) -> StateResponse {
@@ -26,13 +34,18 @@ extension MemoryStore {
     /// shards. Each shard is read under its own lock, so the result is not one snapshot: the
     /// returned revision is read *before* the scan, so every change at or below it is reflected
     /// and later ones may be (a watch from revision + 1 then fills in the rest idempotently).
-    func list(prefix: String, after: String?, limit: Int, keysOnly: Bool) throws(WeftError) -> StateResponse {
+    ///
+    /// `shards`: only keys of the shards it admits (cluster mode: the shards a node serves reads of).
+    public func list(
+        prefix: String, after: String?, limit: Int, keysOnly: Bool, shards admit: ((Int) -> Bool)? = nil
+    ) throws(WeftError) -> StateResponse {
         _ = try StateKey.validatePrefix(bytes: prefix.utf8, limits: limits)
         let startRevision = revision
         let limit = min(max(limit, 1), limits.listLimitMax)
         let after = after.map(ByteKey.init)
         var found: [(key: ByteKey, entry: StoredEntry)] = []
-        for shard in shards {
+        for (index, shard) in shards.enumerated() {
+            if let admit, !admit(index) { continue }
             var matches = shard.state.withLock { state in
                 var matches: [(key: ByteKey, entry: StoredEntry)] = []
                 for (key, entry) in state.entries where key.hasPrefix(prefix) {

@@ -101,6 +101,7 @@ extension MemoryStore {
         _ key: String,
         completion: @escaping Completion,
         validated: Bool = false,
+        publish: Bool = true,
         _ apply: (inout ShardState, ByteKey, _ takeRevision: () -> Revision) throws(WeftError) -> AppliedMutation
     ) -> Bool {
         do {
@@ -109,7 +110,8 @@ extension MemoryStore {
             let shard = shard(for: key)
             let settled = try shard.state.withLock { (state) throws(WeftError) -> (StateResponse, [WatchHandle])? in
                 let applied = try apply(&state, byteKey, nextRevision)
-                return commit(applied, hub: shard.hub, completion: completion)
+                state.revision = max(state.revision, applied.event.revision)
+                return commit(applied, hub: shard.hub, publish: publish, completion: completion)
             }
             if let (response, refused) = settled {
                 Self.endRefused(refused)
@@ -125,8 +127,10 @@ extension MemoryStore {
     /// Called with the shard lock held, after the mutation is applied in memory. Without a
     /// change log, publishes at once and returns the reply (and the watches to end); with one,
     /// appends and leaves the publishing and the reply to `done`.
-    func commit(_ applied: AppliedMutation, hub: WatchHub, completion: @escaping Completion) -> (StateResponse, [WatchHandle])? {
-        guard let changeLog else { return (applied.response, hub.publish(applied.event)) }
+    func commit(
+        _ applied: AppliedMutation, hub: WatchHub, publish: Bool = true, completion: @escaping Completion
+    ) -> (StateResponse, [WatchHandle])? {
+        guard let changeLog else { return (applied.response, publish ? hub.publish(applied.event) : []) }
         let event = applied.event
         let response = applied.response
         changeLog.append(applied.change, revision: event.revision) { error in
@@ -134,7 +138,7 @@ extension MemoryStore {
                 completion(.failure(error))
                 return
             }
-            Self.endRefused(hub.publish(event))
+            if publish { Self.endRefused(hub.publish(event)) }
             completion(.success(response))
         }
         return nil

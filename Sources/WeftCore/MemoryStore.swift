@@ -99,6 +99,10 @@ public final class MemoryStore: StateStore, Sendable {
         shards[Self.shard(of: key, shardCount: shardCount)]
     }
 
+    func lastRevisionCompareExchange(expected: Revision, desired: Revision) -> (exchanged: Bool, original: Revision) {
+        lastRevision.compareExchange(expected: expected, desired: desired, ordering: .acquiringAndReleasing)
+    }
+
     /// Takes the next revision. Called with the mutated shard's lock held.
     func nextRevision() -> Revision {
         lastRevision.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
@@ -144,7 +148,7 @@ public final class MemoryStore: StateStore, Sendable {
             revision: revision, keys: keys, valueBytes: valueBytes, shards: shardCount,
             leases: leases.withLock { $0.count },
             watchers: watcherCount.value.load(ordering: .relaxed),
-            durable: changeLog != nil)
+            durable: changeLog?.isDurable ?? false)
     }
 
     /// Fills the empty store from a recovery. Keys attached to a lease that was not recovered
@@ -160,6 +164,7 @@ public final class MemoryStore: StateStore, Sendable {
                 let entry = StoredEntry(value: kv.value, version: kv.version, createRevision: kv.createRevision, lease: kv.lease)
                 state.valueBytes += kv.value.count - (state.entries[key]?.value.count ?? 0)
                 state.entries[key] = entry
+                state.revision = max(state.revision, kv.version)
             }
             if kv.lease != 0 {
                 leases.withLock { table in

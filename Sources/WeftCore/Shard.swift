@@ -17,6 +17,9 @@ struct ShardState: Sendable {
     var entries: [ByteKey: StoredEntry] = [:]
     /// Sum of the value sizes, for `status`.
     var valueBytes = 0
+    /// The revision of the shard's last change (its high-water mark): what a replica compares a
+    /// replicated change's `previous` with.
+    var revision: Revision = 0
 
     mutating func remove(_ key: ByteKey) -> StoredEntry? {
         guard let old = entries.removeValue(forKey: key) else { return nil }

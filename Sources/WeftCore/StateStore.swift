@@ -46,6 +46,12 @@ public protocol ChangeLog: Sendable {
     /// starts revisions this far above the last durable one, so a revision a reader may have
     /// seen before a crash is never handed out again.
     var pendingChangesMax: Int { get }
+    /// True when `done` means "on disk" (status shows the store as durable).
+    var isDurable: Bool { get }
+}
+
+extension ChangeLog {
+    public var isDurable: Bool { true }
 }
 
 /// What a durable store hands the in-memory store at start.

@@ -23,6 +23,9 @@ public struct WeftError: Error, Sendable, Equatable, CustomStringConvertible {
         case outOfMemory = 17
         /// A function instance crashed or exited mid-protocol (the message carries its stderr tail).
         case functionCrashed = 18
+        /// Cluster mode: the node is not the right replica for the key in the request's shard-map
+        /// epoch (or the epochs differ). Refresh the map and retry.
+        case wrongEpoch = 19
         case internalError = 99
 
         public var description: String {
@@ -45,6 +48,7 @@ public struct WeftError: Error, Sendable, Equatable, CustomStringConvertible {
             case .cancelled: "cancelled"
             case .outOfMemory: "outOfMemory"
             case .functionCrashed: "functionCrashed"
+            case .wrongEpoch: "wrongEpoch"
             case .internalError: "internalError"
             }
         }

@@ -147,7 +147,7 @@ public final class Gateway: Sendable {
 }
 
 /// Hands the bound port from `onServerRunning` (or the failure) to `start`, once.
-private final class BindSignal: Sendable {
+final class BindSignal: Sendable {
     private enum State {
         case waiting(CheckedContinuation<Int, any Error>?)
         case done(Result<Int, any Error>)

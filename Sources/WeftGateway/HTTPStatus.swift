@@ -27,6 +27,7 @@ public func httpStatus(for code: WeftError.Code) -> Int {
     case .cancelled: 503
     case .outOfMemory: 502
     case .functionCrashed: 502
+    case .wrongEpoch: 503
     case .internalError: 500
     }
 }

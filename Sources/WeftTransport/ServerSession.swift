@@ -86,8 +86,8 @@ final class ServerSession: FrameLinkDelegate {
         switch frame {
         case .frame(let frame):
             switch RequestCodec.decode(frame, limits: shared.store.limits) {
-            case .request(let id, let request):
-                serve(id: id, request)
+            case .request(let id, let request, let epoch):
+                serve(id: id, request, epoch: epoch)
             case .invalid(let id, let error):
                 write { $0.writeResponse(id: id, .failure(error)) }
             case .undecodable(let reason):
@@ -122,10 +122,31 @@ final class ServerSession: FrameLinkDelegate {
 
     // MARK: serving
 
-    private func serve(id: UInt64, _ request: ServerRequest) {
+    private func serve(id: UInt64, _ request: ServerRequest, epoch: UInt64) {
         guard let link else { return }
         switch request {
         case .state(let stateRequest):
+            if let cluster = shared.cluster {
+                switch cluster.decide(stateRequest, epoch: epoch) {
+                case .serve: break
+                case .answer(let result):
+                    inFlight += 1
+                    complete(id: id, result)
+                    return
+                case .later(let run):
+                    inFlight += 1
+                    let loop = link.eventLoop
+                    let bound = NIOLoopBound(self, eventLoop: loop)
+                    run { result in
+                        if loop.inEventLoop {
+                            bound.value.complete(id: id, result)
+                        } else {
+                            loop.execute { bound.value.complete(id: id, result) }
+                        }
+                    }
+                    return
+                }
+            }
             inFlight += 1
             let loop = link.eventLoop
             let bound = NIOLoopBound(self, eventLoop: loop)
@@ -137,6 +158,10 @@ final class ServerSession: FrameLinkDelegate {
                 }
             }
         case .watch(let target, let from, let keysOnly):
+            if let error = shared.cluster?.admitWatch(target, epoch: epoch) {
+                write { $0.writeResponse(id: id, .failure(error)) }
+                return
+            }
             startWatch(id: id, target: target, from: from, keysOnly: keysOnly)
         case .cancelWatch(let watchID):
             if let w = watches.removeValue(forKey: watchID) {
@@ -148,7 +173,70 @@ final class ServerSession: FrameLinkDelegate {
             }
         case .functionNext, .functionResult, .functionInvoke:
             serveFunction(id: id, request)
+        case .replicate(let message):
+            guard let cluster = shared.cluster else {
+                write { $0.writeResponse(id: id, .failure(Self.notClustered)) }
+                return
+            }
+            inFlight += 1
+            let loop = link.eventLoop
+            let bound = NIOLoopBound(self, eventLoop: loop)
+            cluster.replicate(message, epoch: epoch) { result in
+                if loop.inEventLoop {
+                    bound.value.completeReplicate(id: id, result)
+                } else {
+                    loop.execute { bound.value.completeReplicate(id: id, result) }
+                }
+            }
+        case .cacheGet(let key):
+            guard let cluster = shared.cluster else {
+                write { $0.writeResponse(id: id, .failure(Self.notClustered)) }
+                return
+            }
+            inFlight += 1
+            let loop = link.eventLoop
+            let bound = NIOLoopBound(self, eventLoop: loop)
+            cluster.cacheGet(key, epoch: epoch) { result in
+                if loop.inEventLoop {
+                    bound.value.completeCacheGet(id: id, result)
+                } else {
+                    loop.execute { bound.value.completeCacheGet(id: id, result) }
+                }
+            }
+        case .shardMap:
+            guard let cluster = shared.cluster else {
+                write { $0.writeResponse(id: id, .failure(Self.notClustered)) }
+                return
+            }
+            let (mapEpoch, json) = cluster.shardMap()
+            write(capacity: 64 + json.count) { $0.writeShardMap(id: id, epoch: mapEpoch, json: json) }
         }
+    }
+
+    private static let notClustered = WeftError(.invalidArgument, "this server is a single node, not a cluster member")
+
+    private func completeCacheGet(id: UInt64, _ result: Result<(KeyValue, UInt32), WeftError>) {
+        inFlight -= 1
+        guard let link, !closing else { return }
+        switch result {
+        case .success(let (kv, leaseMs)):
+            write(capacity: 96 + kv.key.utf8.count + kv.value.count) { $0.writeCachedValue(id: id, kv, leaseMs: leaseMs) }
+        case .failure(let error):
+            write { $0.writeResponse(id: id, .failure(error)) }
+        }
+        if !inReadBatch { flushIfNeeded() }
+        link.resumeInput()
+    }
+
+    private func completeReplicate(id: UInt64, _ result: Result<Revision, WeftError>) {
+        inFlight -= 1
+        guard let link, !closing else { return }
+        switch result {
+        case .success(let revision): write { $0.writeReplicated(id: id, revision: revision) }
+        case .failure(let error): write { $0.writeResponse(id: id, .failure(error)) }
+        }
+        if !inReadBatch { flushIfNeeded() }
+        link.resumeInput()
     }
 
     // MARK: functions

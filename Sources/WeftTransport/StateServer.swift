@@ -22,20 +22,22 @@ public final class StateServer: Sendable {
     /// that runs a worker); without it they are answered with `invalidArgument`.
     public convenience init(
         store: any StateStore, group: any EventLoopGroup, limits: ServerLimits = ServerLimits(), logger: Logger, version: String,
-        functions: (any FunctionRequestHandler)? = nil
+        functions: (any FunctionRequestHandler)? = nil, cluster: (any ClusterGate)? = nil
     ) {
-        self.init(store: store, transport: TCPServerTransport(group: group), limits: limits, logger: logger, version: version, functions: functions)
+        self.init(
+            store: store, transport: TCPServerTransport(group: group), limits: limits, logger: logger, version: version,
+            functions: functions, cluster: cluster)
     }
 
     public init(
         store: any StateStore, transport: any ServerTransport, limits: ServerLimits = ServerLimits(), logger: Logger, version: String,
-        functions: (any FunctionRequestHandler)? = nil
+        functions: (any FunctionRequestHandler)? = nil, cluster: (any ClusterGate)? = nil
     ) {
         self.store = store
         self.transport = transport
         self.limits = limits
         self.logger = logger
-        self.shared = ServerShared(store: store, limits: limits, logger: logger, version: version, functions: functions)
+        self.shared = ServerShared(store: store, limits: limits, logger: logger, version: version, functions: functions, cluster: cluster)
     }
 
     /// Binds `transport` (the one given at init) and starts accepting; returns the bound
@@ -80,11 +82,17 @@ final class ServerShared: Sendable {
     let version: String
     /// Serves function requests; nil on a plain state server.
     let functions: (any FunctionRequestHandler)?
+    /// Cluster mode: which requests this node serves, replication, the shard map; nil on a single node.
+    let cluster: (any ClusterGate)?
     let connections = Atomic<Int>(0)
     private let open = Mutex<[ObjectIdentifier: any FrameLink]>([:])
     private let listeners = Mutex<[ServerInfo.Listener]>([])
 
-    init(store: any StateStore, limits: ServerLimits, logger: Logger, version: String, functions: (any FunctionRequestHandler)? = nil) {
+    init(
+        store: any StateStore, limits: ServerLimits, logger: Logger, version: String,
+        functions: (any FunctionRequestHandler)? = nil, cluster: (any ClusterGate)? = nil
+    ) {
+        self.cluster = cluster
         self.store = store
         self.limits = limits
         self.logger = logger
@@ -110,8 +118,10 @@ final class ServerShared: Sendable {
     }
 
     func info(transport: String) -> ServerInfo {
-        ServerInfo(
+        var info = ServerInfo(
             version: version, connections: connections.load(ordering: .relaxed), transport: transport,
             listeners: listeners.withLock { $0 })
+        info.cluster = cluster?.statusJSON() ?? ""
+        return info
     }
 }

@@ -125,11 +125,12 @@ extension ByteBuffer {
     }
 
     /// `Request{id, get: GetRequest{key}}` (no range, no if-changed-since).
-    mutating func writeGetRequestFast(id: UInt64, key: String) {
+    mutating func writeGetRequestFast(id: UInt64, key: String, epoch: UInt64 = 0) {
         let body = ProtoWire.bytesFieldSize(key.utf8.count)
-        let header = ProtoWire.varintFieldSize(id) + 1 + ProtoWire.varintSize(UInt64(body)) + body
+        let header = ProtoWire.varintFieldSize(id) + ProtoWire.varintFieldSize(epoch) + 1 + ProtoWire.varintSize(UInt64(body)) + body
         writeFrameHeader(headerBytes: header, payloadBytes: 0) { w in
             w.varintField(tag: 0x08, id)
+            w.varintField(tag: 0x10, epoch)
             w.byte(0x52)  // field 10 (get)
             w.varint(UInt64(body))
             w.bytesField(tag: 0x0A, key.utf8)
@@ -137,12 +138,13 @@ extension ByteBuffer {
     }
 
     /// `Request{id, put: PutRequest{key, if_version?, lease}}` + the value as payload.
-    mutating func writePutRequestFast(id: UInt64, key: String, value: [UInt8], ifVersion: Revision?, lease: LeaseID) {
+    mutating func writePutRequestFast(id: UInt64, key: String, value: [UInt8], ifVersion: Revision?, lease: LeaseID, epoch: UInt64 = 0) {
         var body = ProtoWire.bytesFieldSize(key.utf8.count) + ProtoWire.varintFieldSize(UInt64(bitPattern: lease))
         if let ifVersion { body += 1 + ProtoWire.varintSize(ifVersion) }
-        let header = ProtoWire.varintFieldSize(id) + 1 + ProtoWire.varintSize(UInt64(body)) + body
+        let header = ProtoWire.varintFieldSize(id) + ProtoWire.varintFieldSize(epoch) + 1 + ProtoWire.varintSize(UInt64(body)) + body
         writeFrameHeader(headerBytes: header, payloadBytes: value.count) { w in
             w.varintField(tag: 0x08, id)
+            w.varintField(tag: 0x10, epoch)
             w.byte(0x5A)  // field 11 (put)
             w.varint(UInt64(body))
             w.bytesField(tag: 0x0A, key.utf8)

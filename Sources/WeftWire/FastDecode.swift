@@ -46,7 +46,10 @@ struct ProtoReader {
 enum FastDecode {
     /// Reads a Request/Response envelope: field 1 (id) and exactly one of the given
     /// length-delimited fields; anything else → nil.
-    private static func envelope(_ r: inout ProtoReader, resultTags: [UInt64]) -> (UInt64, (field: UInt64, range: Range<Int>))? {
+    /// With `epoch`, a request's field 2 (epoch) is accepted too and stored there.
+    private static func envelope(
+        _ r: inout ProtoReader, resultTags: [UInt64], epoch: UnsafeMutablePointer<UInt64?>? = nil
+    ) -> (UInt64, (field: UInt64, range: Range<Int>))? {
         var id: UInt64?
         var body: (field: UInt64, range: Range<Int>)?
         while !r.atEnd {
@@ -54,6 +57,9 @@ enum FastDecode {
             if tag == 0x08 {
                 guard id == nil, let v = r.varint() else { return nil }
                 id = v
+            } else if tag == 0x10, let epoch {
+                guard epoch.pointee == nil, let v = r.varint() else { return nil }
+                epoch.pointee = v
             } else if resultTags.contains(tag) {
                 guard body == nil, let range = r.lengthDelimited() else { return nil }
                 body = (tag >> 3, range)
@@ -69,7 +75,8 @@ enum FastDecode {
     static func request(_ frame: RawFrame, limits: StoreLimits) -> DecodedRequest? {
         frame.header.withUnsafeReadableBytes { raw -> DecodedRequest? in
             var r = ProtoReader(raw)
-            guard let (requestID, op) = envelope(&r, resultTags: [0x52, 0x5A]) else { return nil }
+            var epoch: UInt64?
+            guard let (requestID, op) = withUnsafeMutablePointer(to: &epoch, { envelope(&r, resultTags: [0x52, 0x5A], epoch: $0) }) else { return nil }
             var m = r.sub(op.range)
             var key: UnsafeRawBufferPointer?
             var ifVersion: UInt64?
@@ -93,10 +100,10 @@ enum FastDecode {
             do throws(WeftError) {
                 let keyString = try StateKey.validate(bytes: key ?? UnsafeRawBufferPointer(start: nil, count: 0), limits: limits)
                 if op.field == 10 {
-                    return .request(id: requestID, .state(.get(key: keyString)))
+                    return .request(id: requestID, .state(.get(key: keyString)), epoch: epoch ?? 0)
                 }
                 let value = try RequestCodec.value(frame.payload, limits)
-                return .request(id: requestID, .state(.put(key: keyString, value: value, ifVersion: ifVersion, lease: LeaseID(bitPattern: lease ?? 0))))
+                return .request(id: requestID, .state(.put(key: keyString, value: value, ifVersion: ifVersion, lease: LeaseID(bitPattern: lease ?? 0))), epoch: epoch ?? 0)
             } catch {
                 return .invalid(id: requestID, error)
             }

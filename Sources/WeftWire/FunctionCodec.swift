@@ -59,7 +59,7 @@ extension Weft_V1_Request {
             m.async = async
             op = .functionInvoke(m)
             return input
-        case .state, .watch, .cancelWatch:
+        case .state, .watch, .cancelWatch, .replicate, .shardMap, .cacheGet:
             preconditionFailure("not a function request")
         }
     }
@@ -110,6 +110,9 @@ extension ByteBuffer {
         case .ok: writeOK(id: id)
         case .functionInvocation(let invocation): writeFunctionInvocation(id: id, invocation)
         case .functionOutput(let invocationID, let output): writeFunctionOutput(id: id, invocationID: invocationID, output: output)
+        case .replicated(let revision): writeReplicated(id: id, revision: revision)
+        case .shardMap(let epoch, let json): writeShardMap(id: id, epoch: epoch, json: json)
+        case .cachedValue(let kv, let leaseMs): writeCachedValue(id: id, kv, leaseMs: leaseMs)
         }
     }
 }

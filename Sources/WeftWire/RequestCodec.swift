@@ -13,6 +13,12 @@ public enum ServerRequest: Sendable, Equatable {
     case functionResult(invocationID: String, output: [UInt8], error: WeftError?)
     /// Runs a function: answered with its output, or at once with only its id when `async`.
     case functionInvoke(function: String, input: [UInt8], async: Bool)
+    /// Cluster: a change (or shard copy, or fence) from the predecessor in a chain.
+    case replicate(ReplicationMessage)
+    /// Cluster: the node's shard map.
+    case shardMap
+    /// Cluster: a read for a coherent cache (answered with the value and a cache lease).
+    case cacheGet(key: String)
 }
 
 extension ServerRequest {
@@ -23,7 +29,8 @@ extension ServerRequest {
         case .state(let request): s = request
         case .functionResult(_, let output, _): return output.count
         case .functionInvoke(_, let input, _): return input.count
-        case .watch, .cancelWatch, .functionNext: return 0
+        case .replicate(let m): return m.payloadBytes
+        case .watch, .cancelWatch, .functionNext, .shardMap, .cacheGet: return 0
         }
         switch s {
         case .put(_, let value, _, _): return value.count
@@ -35,7 +42,8 @@ extension ServerRequest {
 
 /// The outcome of decoding one request frame.
 public enum DecodedRequest: Sendable {
-    case request(id: UInt64, ServerRequest)
+    /// `epoch`: the shard-map epoch the client routed with (0 = not routed).
+    case request(id: UInt64, ServerRequest, epoch: UInt64)
     /// The header decoded (so the id is known) but its content is invalid: answer with the error.
     case invalid(id: UInt64, WeftError)
     /// The header is not a Request at all: the connection cannot be trusted any further.
@@ -58,7 +66,7 @@ public enum RequestCodec {
             return .undecodable("request header is not a valid protobuf Request: \(error)")
         }
         do {
-            return .request(id: header.id, try decodeOp(header, payload: frame.payload, limits: limits))
+            return .request(id: header.id, try decodeOp(header, payload: frame.payload, limits: limits), epoch: header.epoch)
         } catch {
             return .invalid(id: header.id, error)
         }
@@ -134,30 +142,37 @@ public enum RequestCodec {
             return try decodeFunctionResult(m, payload: payload, limits: limits)
         case .functionInvoke(let m):
             return try decodeFunctionInvoke(m, payload: payload, limits: limits)
+        case .replicate(let m):
+            return try decodeReplicate(m, payload: payload, limits: limits)
+        case .shardMap:
+            return .shardMap
+        case .cacheGet(let g):
+            return .cacheGet(key: try key(g.key, limits))
         }
     }
 }
 
 extension ByteBuffer {
     /// Writes a request frame (client side).
-    public mutating func writeRequest(id: UInt64, _ request: ServerRequest) {
+    public mutating func writeRequest(id: UInt64, _ request: ServerRequest, epoch: UInt64 = 0) {
         switch request {
         case .state(.get(let key, nil, nil)):
-            writeGetRequestFast(id: id, key: key)
+            writeGetRequestFast(id: id, key: key, epoch: epoch)
             return
         case .state(.put(let key, let value, let ifVersion, let lease)):
-            writePutRequestFast(id: id, key: key, value: value, ifVersion: ifVersion, lease: lease)
+            writePutRequestFast(id: id, key: key, value: value, ifVersion: ifVersion, lease: lease, epoch: epoch)
             return
         default:
             break
         }
-        writeRequestWithGeneratedCode(id: id, request)
+        writeRequestWithGeneratedCode(id: id, request, epoch: epoch)
     }
 
     /// Writes a request frame through the generated protobuf code (every operation).
-    public mutating func writeRequestWithGeneratedCode(id: UInt64, _ request: ServerRequest) {
+    public mutating func writeRequestWithGeneratedCode(id: UInt64, _ request: ServerRequest, epoch: UInt64 = 0) {
         var r = Weft_V1_Request()
         r.id = id
+        r.epoch = epoch
         var payload: [UInt8] = []
         switch request {
         case .state(let s):
@@ -236,6 +251,8 @@ extension ByteBuffer {
             r.op = .cancelWatch(c)
         case .functionNext, .functionResult, .functionInvoke:
             payload = r.setFunctionOp(request)
+        case .replicate, .shardMap, .cacheGet:
+            payload = r.setClusterOp(request)
         }
         writeWeftFrame(header: r, payloadBytes: payload.count) { $0.writeBytes(payload) }
     }

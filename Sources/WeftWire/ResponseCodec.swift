@@ -10,6 +10,8 @@ public struct ServerInfo: Sendable, Equatable {
     public var transport: String
     /// Every transport the server listens on.
     public var listeners: [Listener]
+    /// Cluster mode: the node's view of the cluster as JSON; empty on a single node.
+    public var cluster: String = ""
 
     /// One transport a server listens on: "tcp" or "fabric", its HOST:PORT, and for fabric the
     /// libfabric provider stack (a client needs the same provider to connect).
@@ -42,6 +44,12 @@ public enum ClientResponse: Sendable, Equatable {
     case status(StoreStatus, ServerInfo)
     /// A bare acknowledgement (of `function_result`).
     case ok
+    /// The answer to `replicate`: the receiver's revision of the shard after the change.
+    case replicated(revision: Revision)
+    /// The answer to `shard_map`: the epoch and the map as JSON.
+    case shardMap(epoch: UInt64, json: [UInt8])
+    /// The answer to `cache_get`: the value, cacheable for less than `leaseMs`.
+    case cachedValue(KeyValue, leaseMs: UInt32)
     /// The answer to `function_next`: work for an instance.
     case functionInvocation(FunctionInvocation)
     /// The answer to `function_invoke`: the invocation's id and its output (empty when async).
@@ -141,6 +149,7 @@ extension ByteBuffer {
                     st.version = info.version
                     st.connections = UInt64(info.connections)
                     st.transport = info.transport
+                    st.cluster = info.cluster
                     st.listeners = info.listeners.map { l in
                         var m = Weft_V1_Listener()
                         m.transport = l.transport
@@ -190,6 +199,37 @@ extension ByteBuffer {
         writeWeftFrame(header: r)
     }
 
+    /// The answer to a `replicate` request.
+    public mutating func writeReplicated(id: UInt64, revision: Revision) {
+        var r = Weft_V1_Response()
+        r.id = id
+        var m = Weft_V1_Replicated()
+        m.revision = revision
+        r.result = .replicated(m)
+        writeWeftFrame(header: r)
+    }
+
+    /// The answer to a `cache_get` request: the value (payload) and its cache lease.
+    public mutating func writeCachedValue(id: UInt64, _ kv: KeyValue, leaseMs: UInt32) {
+        var r = Weft_V1_Response()
+        r.id = id
+        var m = Weft_V1_CachedValue()
+        m.entry = Weft_V1_Entry(kv, valueLength: kv.value.count)
+        m.leaseMs = leaseMs
+        r.result = .cachedValue(m)
+        writeWeftFrame(header: r, payloadBytes: kv.value.count) { $0.writeBytes(kv.value) }
+    }
+
+    /// The answer to a `shard_map` request: the epoch, the map's JSON as payload.
+    public mutating func writeShardMap(id: UInt64, epoch: UInt64, json: [UInt8]) {
+        var r = Weft_V1_Response()
+        r.id = id
+        var m = Weft_V1_ShardMap()
+        m.epoch = epoch
+        r.result = .shardMap(m)
+        writeWeftFrame(header: r, payloadBytes: json.count) { $0.writeBytes(json) }
+    }
+
     /// An error that answers no particular request (id 0): sent before closing a connection.
     public mutating func writeConnectionError(_ error: WeftError) {
         writeResponse(id: 0, .failure(error))
@@ -231,6 +271,9 @@ public enum ResponseCodec {
         switch result {
         case .error(let e): response = .state(.failure(WeftError(wire: e)))
         case .ok: response = .ok
+        case .replicated(let m): response = .replicated(revision: m.revision)
+        case .shardMap(let m): response = .shardMap(epoch: m.epoch, json: try take(UInt64(payload.readableBytes)))
+        case .cachedValue(let m): response = .cachedValue(try kv(m.entry), leaseMs: m.leaseMs)
         case .value(let e): response = .state(.success(.value(try kv(e))))
         case .notModified(let m): response = .state(.success(.notModified(version: m.version)))
         case .written(let w): response = .state(.success(.written(version: w.version, length: w.length)))
@@ -244,13 +287,15 @@ public enum ResponseCodec {
         case .lease(let l): response = .state(.success(.lease(id: l.id, ttlSeconds: l.ttlSeconds)))
         case .leaseRevoked(let l): response = .state(.success(.leaseRevoked(id: l.id, keysDeleted: Int(l.keysDeleted))))
         case .status(let s):
+            var info = ServerInfo(
+                version: s.version, connections: Int(s.connections), transport: s.transport,
+                listeners: s.listeners.map { ServerInfo.Listener(transport: $0.transport, address: $0.address, provider: $0.provider) })
+            info.cluster = s.cluster
             response = .status(
                 StoreStatus(
                     revision: s.revision, keys: Int(s.keys), valueBytes: Int(s.valueBytes), shards: Int(s.shards),
                     leases: Int(s.leases), watchers: Int(s.watchers), durable: s.durable),
-                ServerInfo(
-                    version: s.version, connections: Int(s.connections), transport: s.transport,
-                    listeners: s.listeners.map { ServerInfo.Listener(transport: $0.transport, address: $0.address, provider: $0.provider) }))
+                info)
         case .watchCreated(let c): response = .watchCreated(startRevision: c.startRevision)
         case .watchEvents(let w):
             var events: [WatchEvent] = []

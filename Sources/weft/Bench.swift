@@ -4,6 +4,7 @@ import WeftBench
 import WeftClient
 import WeftCore
 import WeftRuntime
+import WeftTestKit
 import WeftTransport
 
 struct Bench: AsyncParsableCommand {
@@ -39,6 +40,11 @@ struct BenchState: AsyncParsableCommand {
         "Weft transports to measure, comma-separated: tcp, fabric, rdma, auto (e.g. tcp,fabric).",
         discussion: "Each gets its own rows (\"transport\" field) in the same run, steps interleaved with the peers'.")) var transport = "tcp"
     @Flag(help: "Report failed steps and go on instead of stopping.") var keepGoing = false
+    @Option(help: ArgumentHelp(
+        "Bench a cluster of N nodes on loopback instead of one node.",
+        discussion: "Starts two clusters of N `weft node`s (each with its own etcd): one with 1 replica per shard, one with min(3, N); runs the same steps against both and Redis, then measures failover (SIGKILL of a chain's head until the first write to its shard succeeds). Rows carry \"replicas\"; the failover row is op \"failover\".")) var cluster: Int?
+    @Option(help: "With --cluster: the nodes' etcd lease TTL in seconds.") var leaseTtl = 2
+    @Option(help: "With --cluster: failover runs (default 3; --quick: 1).") var failoverRuns: Int?
 
     func run() async throws {
         MallocTuning.apply()
@@ -60,6 +66,10 @@ struct BenchState: AsyncParsableCommand {
             let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data("bench: \(line)\n".utf8)) }
             let exe = Self.selfExecutable()
 
+            if let cluster {
+                try await runCluster(nodes: cluster, config: config, exe: exe, log: log)
+                return
+            }
             let requests = try transport.split(separator: ",").map { t throws(WeftError) in try TransportRequest(parsing: String(t)) }
             guard !requests.isEmpty else { throw WeftError(.invalidArgument, "--transport needs at least one transport") }
 
@@ -132,6 +142,64 @@ struct BenchState: AsyncParsableCommand {
             } else {
                 FileHandle.standardOutput.write(Data(renderTable(results).utf8))
             }
+        }
+    }
+
+    /// `--cluster N`: R=1 and R=min(3, N) clusters side by side, Redis as the peer, failover.
+    func runCluster(nodes: Int, config base: StateBench.Config, exe: String, log: @escaping @Sendable (String) -> Void) async throws {
+        guard nodes >= 1, nodes <= 9 else { throw WeftError(.invalidArgument, "--cluster must be in 1...9") }
+        var config = base
+        config.watch = false
+        if sizes == "64,4096,65536,1048576" { config.valueSizes = [4096] }
+        let r = min(3, nodes)
+        log("starting two clusters of \(nodes) nodes (R=1 and R=\(r)) with their etcds")
+        let one = try LocalCluster(weftBinary: exe, options: .init(nodes: nodes, replicas: 1, leaseTTLSeconds: leaseTtl, logLevel: "warning"))
+        defer { one.stop() }
+        let many = try LocalCluster(weftBinary: exe, options: .init(nodes: nodes, replicas: r, leaseTTLSeconds: leaseTtl, logLevel: "warning"))
+        defer { many.stop() }
+        var servers: [ManagedServer] = []
+        defer { servers.forEach { $0.stop() } }
+        var targets: [any BenchTarget] = [ClusterTarget(seeds: one.addresses, replicas: 1), ClusterTarget(seeds: many.addresses, replicas: r)]
+        if redis {
+            if let rs = try ManagedServer.redis() {
+                servers.append(rs)
+                targets.append(RedisTarget(host: rs.host, port: rs.port))
+            } else {
+                log("redis-server not installed: no Redis comparison")
+            }
+        }
+        // Let both settle (first maps, copies) before measuring.
+        for c in [one, many] {
+            let client = try await ClusterClient.connect(seeds: c.addresses)
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline {
+                await client.refresh()
+                if let m = client.map, m.nodes.count == nodes, m.joining.allSatisfy({ $0 == nil }), m.chains.allSatisfy({ $0.count == c.options.replicas }) { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            await client.close()
+        }
+        var results: [BenchResult] = []
+        if !config.ops.isEmpty {
+            results += try await StateBench(config: config).run(targets: targets, log: log)
+        }
+        // Cache hits: gets through the coherent cache (after the other steps, so the cache
+        // leases held by these readers do not hold up the put steps), Redis alongside.
+        if config.ops.contains(.get) {
+            var cached = config
+            cached.ops = [.get]
+            var cacheTargets: [any BenchTarget] = [ClusterTarget(seeds: many.addresses, replicas: r, cached: true)]
+            if let redisTarget = targets.last as? RedisTarget { cacheTargets.append(redisTarget) }
+            results += try await StateBench(config: cached).run(targets: cacheTargets, log: log)
+        }
+        let runs = failoverRuns ?? (quick ? 1 : 3)
+        if runs > 0 {
+            results.append(try await FailoverBench(runs: runs, leaseTTLSeconds: leaseTtl).run(cluster: many, replicas: r, log: log))
+        }
+        if json {
+            FileHandle.standardOutput.write(Data((renderJSON(results) + "\n").utf8))
+        } else {
+            FileHandle.standardOutput.write(Data(renderTable(results).utf8))
         }
     }
 

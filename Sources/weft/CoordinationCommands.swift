@@ -75,6 +75,25 @@ struct Barrier: AsyncParsableCommand {
 }
 
 struct Status: AsyncParsableCommand {
+    /// The cluster part of `weft status`: nodes, epoch, chains (one line per shard), lag.
+    static func describe(_ c: [String: Any]) -> String {
+        let nodes = (c["nodes"] as? [String: Any] ?? [:]).map { id, v in
+            "\(id) \(((v as? [String: Any])?["address"] as? String) ?? "")"
+        }.sorted()
+        let chains = (c["chains"] as? [[String]] ?? []).enumerated().map { i, chain in
+            "  shard \(i): \(chain.joined(separator: " → "))"
+        }
+        let joining = (c["joining"] as? [Any] ?? []).compactMap { $0 as? [String: Any] }.count
+        return """
+            cluster     node \(c["node"] ?? "?") (\((c["serving"] as? Bool ?? false) ? "serving" : "not serving")), epoch \(c["epoch"] ?? 0)
+            nodes       \(nodes.joined(separator: ", "))
+            lag         \(c["pendingChanges"] ?? 0) changes pending down its chains (most in one shard: \(c["maxShardLag"] ?? 0)); \(joining) shard copies running
+            chains (head → tail)
+            \(chains.joined(separator: "\n"))
+            """
+    }
+
+
     static let configuration = CommandConfiguration(abstract: "Show the server's state: revision, keys, leases, watchers, connections.")
     @OptionGroup var options: ClientOptions
 
@@ -82,8 +101,9 @@ struct Status: AsyncParsableCommand {
         try await Weft.exiting(json: options.json) {
             try await withClient(options) { client in
                 let (s, info) = try await client.status()
+                let cluster = info.cluster.isEmpty ? nil : try? JSONSerialization.jsonObject(with: Data(info.cluster.utf8))
                 if options.json {
-                    Output.json([
+                    var o: [String: Any] = [
                         "address": options.address, "version": info.version, "transport": info.transport,
                         "listeners": info.listeners.map { l -> [String: Any] in
                             var o: [String: Any] = ["transport": l.transport, "address": l.address]
@@ -93,7 +113,9 @@ struct Status: AsyncParsableCommand {
                         "connections": info.connections, "revision": s.revision, "keys": s.keys,
                         "valueBytes": s.valueBytes, "shards": s.shards, "leases": s.leases,
                         "watchers": s.watchers, "durable": s.durable,
-                    ])
+                    ]
+                    if let cluster { o["cluster"] = cluster }
+                    Output.json(o)
                 } else {
                     let listeners = info.listeners.map { l in
                         "\(l.transport) \(l.address)\(l.provider.isEmpty ? "" : " (provider \(l.provider))")"
@@ -109,6 +131,7 @@ struct Status: AsyncParsableCommand {
                         watchers    \(s.watchers)
                         connections \(info.connections)
                         """)
+                    if let c = cluster as? [String: Any] { Output.line(Self.describe(c)) }
                 }
             }
         }

@@ -15,7 +15,7 @@ struct Weft: AsyncParsableCommand {
             The server address comes from --server or WEFT_SERVER (default \(ClientOptions.defaultAddress)).
             """,
         version: version,
-        subcommands: [Up.self, StateCommand.self, Deploy.self, Invoke.self, Functions.self, Trigger.self, Lock.self, Barrier.self, Status.self, Lease.self, Bench.self]
+        subcommands: [Up.self, Node.self, StateCommand.self, Deploy.self, Invoke.self, Functions.self, Trigger.self, Lock.self, Barrier.self, Status.self, Lease.self, Bench.self]
     )
 
     /// Runs a command body, turning Weft errors into their documented exit status.
@@ -51,7 +51,7 @@ enum ExitStatus: Int32 {
         case .notFound: self = .notFound
         case .versionMismatch: self = .versionMismatch
         case .timeout: self = .timeout
-        case .unavailable, .overloaded: self = .unavailable
+        case .unavailable, .overloaded, .wrongEpoch: self = .unavailable
         case .valueTooLarge: self = .valueTooLarge
         case .invalidKey: self = .invalidKey
         case .invalidArgument: self = .usage

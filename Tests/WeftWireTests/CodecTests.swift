@@ -67,7 +67,7 @@ struct CodecTests {
         ]
         for (i, r) in requests.enumerated() {
             let frame = Self.frame(Self.bytes { $0.writeRequest(id: UInt64(i + 1), r) })
-            guard case .request(let id, let back) = RequestCodec.decode(frame, limits: .default) else {
+            guard case .request(let id, let back, _) = RequestCodec.decode(frame, limits: .default) else {
                 Issue.record("request \(r) did not decode")
                 continue
             }

@@ -27,7 +27,7 @@
 /// 2 versionMismatch, 3 valueTooLarge, 4 invalidKey, 5 compacted, 6 leaseNotFound,
 /// 7 unavailable, 8 timeout, 9 unauthorized, 10 malformedRequest, 11 overloaded,
 /// 12 invalidArgument, 13 notModified, 14 outOfRange, 15 storageFailure, 16 cancelled,
-/// 17 outOfMemory, 18 functionCrashed, 99 internalError.
+/// 17 outOfMemory, 18 functionCrashed, 19 wrongEpoch, 99 internalError.
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -52,6 +52,11 @@ public nonisolated struct Weft_V1_Request: Sendable {
   // methods supported on all messages.
 
   public var id: UInt64 = 0
+
+  /// Cluster mode: the shard-map epoch the client routed this request with. A node that is not
+  /// the right replica for the key in that epoch answers wrongEpoch. 0 = not routed (checked
+  /// against the node's own map only).
+  public var epoch: UInt64 = 0
 
   public var op: Weft_V1_Request.OneOf_Op? = nil
 
@@ -184,6 +189,31 @@ public nonisolated struct Weft_V1_Request: Sendable {
     set {op = .functionInvoke(newValue)}
   }
 
+  /// Cluster (see the end of this file).
+  public var replicate: Weft_V1_Replicate {
+    get {
+      if case .replicate(let v)? = op {return v}
+      return Weft_V1_Replicate()
+    }
+    set {op = .replicate(newValue)}
+  }
+
+  public var shardMap: Weft_V1_ShardMapRequest {
+    get {
+      if case .shardMap(let v)? = op {return v}
+      return Weft_V1_ShardMapRequest()
+    }
+    set {op = .shardMap(newValue)}
+  }
+
+  public var cacheGet: Weft_V1_CacheGetRequest {
+    get {
+      if case .cacheGet(let v)? = op {return v}
+      return Weft_V1_CacheGetRequest()
+    }
+    set {op = .cacheGet(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Op: Equatable, Sendable {
@@ -204,6 +234,10 @@ public nonisolated struct Weft_V1_Request: Sendable {
     case functionNext(Weft_V1_FunctionNext)
     case functionResult(Weft_V1_FunctionResult)
     case functionInvoke(Weft_V1_FunctionInvoke)
+    /// Cluster (see the end of this file).
+    case replicate(Weft_V1_Replicate)
+    case shardMap(Weft_V1_ShardMapRequest)
+    case cacheGet(Weft_V1_CacheGetRequest)
 
   }
 
@@ -680,6 +714,30 @@ public nonisolated struct Weft_V1_Response: Sendable {
     set {result = .functionOutput(newValue)}
   }
 
+  public var replicated: Weft_V1_Replicated {
+    get {
+      if case .replicated(let v)? = result {return v}
+      return Weft_V1_Replicated()
+    }
+    set {result = .replicated(newValue)}
+  }
+
+  public var shardMap: Weft_V1_ShardMap {
+    get {
+      if case .shardMap(let v)? = result {return v}
+      return Weft_V1_ShardMap()
+    }
+    set {result = .shardMap(newValue)}
+  }
+
+  public var cachedValue: Weft_V1_CachedValue {
+    get {
+      if case .cachedValue(let v)? = result {return v}
+      return Weft_V1_CachedValue()
+    }
+    set {result = .cachedValue(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Result: Equatable, Sendable {
@@ -699,6 +757,9 @@ public nonisolated struct Weft_V1_Response: Sendable {
     case ok(Weft_V1_Ok)
     case functionInvocation(Weft_V1_FunctionInvocation)
     case functionOutput(Weft_V1_FunctionOutput)
+    case replicated(Weft_V1_Replicated)
+    case shardMap(Weft_V1_ShardMap)
+    case cachedValue(Weft_V1_CachedValue)
 
   }
 
@@ -940,6 +1001,9 @@ public nonisolated struct Weft_V1_Status: Sendable {
   /// Every transport the server listens on, so a client can move to a faster one (negotiation).
   public var listeners: [Weft_V1_Listener] = []
 
+  /// Cluster mode: the node's view of the cluster as JSON (nodes, shards, chains, epoch, lag).
+  public var cluster: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1060,13 +1124,194 @@ public nonisolated struct Weft_V1_FunctionOutput: Sendable {
   public init() {}
 }
 
+/// ---- Cluster ----
+/// Chain replication between nodes: a replica sends each change of a shard to its successor
+/// as a `replicate` request (in revision order per shard, on one connection) and the successor
+/// answers `replicated` once the change has reached the tail. The same request carries a shard
+/// copy to a node that joins a chain (snapshot begin, entries, end) and the fence with which a
+/// predecessor tells a new tail that everything it acknowledged before has been sent.
+public nonisolated struct Weft_V1_Replicate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var shard: UInt32 = 0
+
+  /// the sending node's id
+  public var from: String = String()
+
+  public var kind: Weft_V1_Replicate.Kind = .unspecified
+
+  public var entry: Weft_V1_Entry {
+    get {_entry ?? Weft_V1_Entry()}
+    set {_entry = newValue}
+  }
+  /// Returns true if `entry` has been explicitly set.
+  public var hasEntry: Bool {self._entry != nil}
+  /// Clears the value of `entry`. Subsequent reads from it will return its default value.
+  public mutating func clearEntry() {self._entry = nil}
+
+  /// the change's revision (PUT, DELETE) or the copy's (SNAPSHOT_END)
+  public var revision: UInt64 = 0
+
+  /// the revision of the shard's previous change (gap detection)
+  public var previous: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Kind: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+
+    /// entry: the key's new state; value in the payload
+    case put // = 1
+
+    /// entry.key deleted at `revision`
+    case delete // = 2
+
+    /// a shard copy starts: drop what you hold of this shard
+    case snapshotBegin // = 3
+
+    /// one key of the copy; value in the payload
+    case snapshotEntry // = 4
+
+    /// the copy is complete up to `revision`
+    case snapshotEnd // = 5
+
+    /// everything before this was sent in or before `epoch` (Request.epoch)
+    case fence // = 6
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .put
+      case 2: self = .delete
+      case 3: self = .snapshotBegin
+      case 4: self = .snapshotEntry
+      case 5: self = .snapshotEnd
+      case 6: self = .fence
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .put: return 1
+      case .delete: return 2
+      case .snapshotBegin: return 3
+      case .snapshotEntry: return 4
+      case .snapshotEnd: return 5
+      case .fence: return 6
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Weft_V1_Replicate.Kind] = [
+      .unspecified,
+      .put,
+      .delete,
+      .snapshotBegin,
+      .snapshotEntry,
+      .snapshotEnd,
+      .fence,
+    ]
+
+  }
+
+  public init() {}
+
+  fileprivate var _entry: Weft_V1_Entry? = nil
+}
+
+/// The receiver's revision of that shard after the change.
+public nonisolated struct Weft_V1_Replicated: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var revision: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Asks a node for the shard map it serves by.
+public nonisolated struct Weft_V1_ShardMapRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The shard map: its epoch, and the map as JSON in the payload.
+public nonisolated struct Weft_V1_ShardMap: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var epoch: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A read for a coherent cache: the tail answers with the value and a cache lease. Until the
+/// lease ends, the tail acknowledges no write of the key, so the cached copy is never stale
+/// (a reader caches for less than the lease, counted from before it sent the request).
+public nonisolated struct Weft_V1_CacheGetRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var key: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Weft_V1_CachedValue: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entry: Weft_V1_Entry {
+    get {_entry ?? Weft_V1_Entry()}
+    set {_entry = newValue}
+  }
+  /// Returns true if `entry` has been explicitly set.
+  public var hasEntry: Bool {self._entry != nil}
+  /// Clears the value of `entry`. Subsequent reads from it will return its default value.
+  public mutating func clearEntry() {self._entry = nil}
+
+  public var leaseMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _entry: Weft_V1_Entry? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "weft.v1"
 
 nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}get\0\u{1}put\0\u{3}write_range\0\u{1}append\0\u{1}add\0\u{1}delete\0\u{1}list\0\u{1}watch\0\u{3}cancel_watch\0\u{3}lease_grant\0\u{3}lease_keep_alive\0\u{3}lease_revoke\0\u{1}status\0\u{4}\u{8}function_next\0\u{3}function_result\0\u{3}function_invoke\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}epoch\0\u{2}\u{8}get\0\u{1}put\0\u{3}write_range\0\u{1}append\0\u{1}add\0\u{1}delete\0\u{1}list\0\u{1}watch\0\u{3}cancel_watch\0\u{3}lease_grant\0\u{3}lease_keep_alive\0\u{3}lease_revoke\0\u{1}status\0\u{4}\u{8}function_next\0\u{3}function_result\0\u{3}function_invoke\0\u{2}\u{8}replicate\0\u{3}shard_map\0\u{3}cache_get\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1075,6 +1320,7 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
       case 10: try {
         var v: Weft_V1_GetRequest?
         var hadOneofValue = false
@@ -1283,6 +1529,45 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.op = .functionInvoke(v)
         }
       }()
+      case 40: try {
+        var v: Weft_V1_Replicate?
+        var hadOneofValue = false
+        if let current = self.op {
+          hadOneofValue = true
+          if case .replicate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.op = .replicate(v)
+        }
+      }()
+      case 41: try {
+        var v: Weft_V1_ShardMapRequest?
+        var hadOneofValue = false
+        if let current = self.op {
+          hadOneofValue = true
+          if case .shardMap(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.op = .shardMap(v)
+        }
+      }()
+      case 42: try {
+        var v: Weft_V1_CacheGetRequest?
+        var hadOneofValue = false
+        if let current = self.op {
+          hadOneofValue = true
+          if case .cacheGet(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.op = .cacheGet(v)
+        }
+      }()
       default: break
       }
     }
@@ -1295,6 +1580,9 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
     // https://github.com/apple/swift-protobuf/issues/1182
     if self.id != 0 {
       try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
+    }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 2)
     }
     switch self.op {
     case .get?: try {
@@ -1361,6 +1649,18 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
       guard case .functionInvoke(let v)? = self.op else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
     }()
+    case .replicate?: try {
+      guard case .replicate(let v)? = self.op else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
+    }()
+    case .shardMap?: try {
+      guard case .shardMap(let v)? = self.op else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
+    }()
+    case .cacheGet?: try {
+      guard case .cacheGet(let v)? = self.op else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1368,6 +1668,7 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
   public static func ==(lhs: Weft_V1_Request, rhs: Weft_V1_Request) -> Bool {
     if lhs.id != rhs.id {return false}
+    if lhs.epoch != rhs.epoch {return false}
     if lhs.op != rhs.op {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -2001,7 +2302,7 @@ nonisolated extension Weft_V1_Entry: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}error\0\u{2}\u{8}value\0\u{3}not_modified\0\u{1}written\0\u{1}counter\0\u{1}deleted\0\u{1}list\0\u{3}watch_created\0\u{3}watch_events\0\u{3}watch_ended\0\u{1}lease\0\u{3}lease_revoked\0\u{1}status\0\u{1}ok\0\u{4}\u{8}function_invocation\0\u{3}function_output\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}error\0\u{2}\u{8}value\0\u{3}not_modified\0\u{1}written\0\u{1}counter\0\u{1}deleted\0\u{1}list\0\u{3}watch_created\0\u{3}watch_events\0\u{3}watch_ended\0\u{1}lease\0\u{3}lease_revoked\0\u{1}status\0\u{1}ok\0\u{4}\u{8}function_invocation\0\u{3}function_output\0\u{2}\u{9}replicated\0\u{3}shard_map\0\u{3}cached_value\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2218,6 +2519,45 @@ nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
           self.result = .functionOutput(v)
         }
       }()
+      case 40: try {
+        var v: Weft_V1_Replicated?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .replicated(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .replicated(v)
+        }
+      }()
+      case 41: try {
+        var v: Weft_V1_ShardMap?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .shardMap(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .shardMap(v)
+        }
+      }()
+      case 42: try {
+        var v: Weft_V1_CachedValue?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .cachedValue(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .cachedValue(v)
+        }
+      }()
       default: break
       }
     }
@@ -2295,6 +2635,18 @@ nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
     case .functionOutput?: try {
       guard case .functionOutput(let v)? = self.result else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
+    }()
+    case .replicated?: try {
+      guard case .replicated(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
+    }()
+    case .shardMap?: try {
+      guard case .shardMap(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
+    }()
+    case .cachedValue?: try {
+      guard case .cachedValue(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
     }()
     case nil: break
     }
@@ -2693,7 +3045,7 @@ nonisolated extension Weft_V1_LeaseRevoked: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Weft_V1_Status: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Status"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}keys\0\u{3}value_bytes\0\u{1}shards\0\u{1}leases\0\u{1}watchers\0\u{1}durable\0\u{1}version\0\u{1}connections\0\u{1}transport\0\u{1}listeners\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}keys\0\u{3}value_bytes\0\u{1}shards\0\u{1}leases\0\u{1}watchers\0\u{1}durable\0\u{1}version\0\u{1}connections\0\u{1}transport\0\u{1}listeners\0\u{1}cluster\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2712,6 +3064,7 @@ nonisolated extension Weft_V1_Status: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.connections) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.transport) }()
       case 11: try { try decoder.decodeRepeatedMessageField(value: &self.listeners) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.cluster) }()
       default: break
       }
     }
@@ -2751,6 +3104,9 @@ nonisolated extension Weft_V1_Status: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if !self.listeners.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.listeners, fieldNumber: 11)
     }
+    if !self.cluster.isEmpty {
+      try visitor.visitSingularStringField(value: self.cluster, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2766,6 +3122,7 @@ nonisolated extension Weft_V1_Status: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.connections != rhs.connections {return false}
     if lhs.transport != rhs.transport {return false}
     if lhs.listeners != rhs.listeners {return false}
+    if lhs.cluster != rhs.cluster {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2993,6 +3350,217 @@ nonisolated extension Weft_V1_FunctionOutput: SwiftProtobuf.Message, SwiftProtob
 
   public static func ==(lhs: Weft_V1_FunctionOutput, rhs: Weft_V1_FunctionOutput) -> Bool {
     if lhs.invocationID != rhs.invocationID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_Replicate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Replicate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}shard\0\u{1}from\0\u{1}kind\0\u{1}entry\0\u{1}revision\0\u{1}previous\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.shard) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._entry) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.previous) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.shard != 0 {
+      try visitor.visitSingularUInt32Field(value: self.shard, fieldNumber: 1)
+    }
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 2)
+    }
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 3)
+    }
+    try { if let v = self._entry {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if self.revision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 5)
+    }
+    if self.previous != 0 {
+      try visitor.visitSingularUInt64Field(value: self.previous, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_Replicate, rhs: Weft_V1_Replicate) -> Bool {
+    if lhs.shard != rhs.shard {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs._entry != rhs._entry {return false}
+    if lhs.revision != rhs.revision {return false}
+    if lhs.previous != rhs.previous {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_Replicate.Kind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}PUT\0\u{1}DELETE\0\u{1}SNAPSHOT_BEGIN\0\u{1}SNAPSHOT_ENTRY\0\u{1}SNAPSHOT_END\0\u{1}FENCE\0")
+}
+
+nonisolated extension Weft_V1_Replicated: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Replicated"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.revision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_Replicated, rhs: Weft_V1_Replicated) -> Bool {
+    if lhs.revision != rhs.revision {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_ShardMapRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ShardMapRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_ShardMapRequest, rhs: Weft_V1_ShardMapRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_ShardMap: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ShardMap"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}epoch\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_ShardMap, rhs: Weft_V1_ShardMap) -> Bool {
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_CacheGetRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheGetRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.key) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.key.isEmpty {
+      try visitor.visitSingularBytesField(value: self.key, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_CacheGetRequest, rhs: Weft_V1_CacheGetRequest) -> Bool {
+    if lhs.key != rhs.key {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_CachedValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CachedValue"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entry\0\u{3}lease_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._entry) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.leaseMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._entry {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.leaseMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.leaseMs, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_CachedValue, rhs: Weft_V1_CachedValue) -> Bool {
+    if lhs._entry != rhs._entry {return false}
+    if lhs.leaseMs != rhs.leaseMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,49 @@
+import WeftClient
+import WeftCore
+
+/// A Weft cluster through `ClusterClient`: each bench client routes by the shard map (writes to
+/// chain heads, reads from tails) over its own connections.
+public struct ClusterTarget: BenchTarget {
+    public let seeds: [String]
+    public let replicaCount: Int
+    public var replicas: Int? { replicaCount }
+    public var system: String { cached ? "weft-cache" : "weft" }
+
+    /// Reads through the coherent cache.
+    public let cached: Bool
+
+    public init(seeds: [String], replicas: Int, cached: Bool = false) {
+        self.cached = cached
+        self.seeds = seeds
+        self.replicaCount = replicas
+    }
+
+    public func makeClient() async throws -> any BenchClient {
+        ClusterBenchClient(client: try await ClusterClient.connect(seeds: seeds, options: .init(cacheEntriesMax: cached ? 100_000 : 0)))
+    }
+}
+
+final class ClusterBenchClient: BenchClient {
+    let client: ClusterClient
+
+    init(client: ClusterClient) {
+        self.client = client
+    }
+
+    func get(_ key: String) async throws -> Int {
+        do {
+            return try await client.get(key).value.count
+        } catch {
+            if error.code == .notFound { return 0 }
+            throw error
+        }
+    }
+
+    func put(_ key: String, _ value: [UInt8]) async throws {
+        try await client.put(key, value)
+    }
+
+    func close() async {
+        await client.close()
+    }
+}

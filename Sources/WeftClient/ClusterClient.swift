@@ -1,0 +1,255 @@
+import Foundation
+import Synchronization
+import WeftCore
+import WeftTransport
+import WeftWire
+
+/// A client of a Weft cluster: routes each key's writes to the head of its shard's chain and
+/// its reads to the tail, stamps requests with the shard-map epoch, and when a node answers
+/// `wrongEpoch` (the map changed, or the node is not serving) fetches the newest map from the
+/// nodes and tries again until the request's deadline. Errors that leave a write's fate unknown
+/// (the connection broke after sending, a timeout) are not retried: they are thrown, as
+/// `unavailable` or `timeout`, for the caller to decide.
+public final class ClusterClient: Sendable {
+    public struct Options: Sendable {
+        /// Connections per node.
+        public var connectionsPerNode: Int
+        /// How long one operation may take, retries included.
+        public var deadlineMs: Int64
+        /// Per request sent to a node.
+        public var requestTimeoutMs: Int64
+        /// Values kept in the coherent cache; 0 turns the cache off.
+        public var cacheEntriesMax: Int
+        public init(connectionsPerNode: Int = 1, deadlineMs: Int64 = 10_000, requestTimeoutMs: Int64 = 5_000, cacheEntriesMax: Int = 0) {
+            self.cacheEntriesMax = cacheEntriesMax
+            self.connectionsPerNode = connectionsPerNode
+            self.deadlineMs = deadlineMs
+            self.requestTimeoutMs = requestTimeoutMs
+        }
+    }
+
+    public let options: Options
+    private let seeds: [String]
+    private let current = Mutex<ShardMap?>(nil)
+    private let clients = Mutex<[String: WeftClient]>([:])
+    private let refreshing = Mutex<Task<Void, Never>?>(nil)
+    private let cache: ValueCache?
+
+    private init(seeds: [String], options: Options) {
+        self.seeds = seeds
+        self.options = options
+        self.cache = options.cacheEntriesMax > 0 ? ValueCache(entriesMax: options.cacheEntriesMax) : nil
+    }
+
+    /// Connects to the cluster through any of `seeds` (HOST:PORT of nodes) and loads the map.
+    public static func connect(seeds: [String], options: Options = Options()) async throws(WeftError) -> ClusterClient {
+        guard !seeds.isEmpty else { throw WeftError(.invalidArgument, "no cluster node address given") }
+        let client = ClusterClient(seeds: seeds, options: options)
+        let deadline = ContinuousClock.now + .milliseconds(options.deadlineMs)
+        while true {
+            await client.refresh()
+            if client.map != nil { return client }
+            guard ContinuousClock.now < deadline else { break }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        await client.close()
+        throw WeftError(.unavailable, "no node of \(seeds.joined(separator: ", ")) serves a shard map")
+    }
+
+    /// The shard map the client routes by.
+    public var map: ShardMap? { current.withLock { $0 } }
+
+    public func close() async {
+        let all = clients.withLock { c in
+            defer { c.removeAll() }
+            return Array(c.values)
+        }
+        for c in all { await c.close() }
+    }
+
+    // MARK: routing
+
+    private func client(_ address: String) throws(WeftError) -> WeftClient {
+        if let c = clients.withLock({ $0[address] }) { return c }
+        let (host, port) = try WeftClient.parseAddress(address)
+        let made = WeftClient.lazy(
+            host: host, port: port,
+            options: .init(connections: options.connectionsPerNode, requestTimeoutMs: options.requestTimeoutMs, connectTimeoutMs: 1_000))
+        return clients.withLock { all in
+            if let c = all[address] { return c }
+            all[address] = made
+            return made
+        }
+    }
+
+    /// Asks the nodes for their maps and keeps the newest (one refresh at a time).
+    public func refresh() async {
+        let task: Task<Void, Never> = refreshing.withLock { r in
+            if let running = r { return running }
+            let t = Task { await self.fetchNewest() }
+            r = t
+            return t
+        }
+        await task.value
+        refreshing.withLock { r in if r == task { r = nil } }
+    }
+
+    private func fetchNewest() async {
+        var addresses = Set(seeds)
+        if let m = map { addresses.formUnion(m.nodes.values.map(\.address)) }
+        await withTaskGroup(of: ShardMap?.self) { group in
+            for address in addresses {
+                group.addTask {
+                    guard let c = try? self.client(address),
+                          case .shardMap(let epoch, let json)? = try? await c.send(.shardMap, epoch: 0, timeoutMs: Int64(1_000)),
+                          epoch > 0
+                    else { return nil }
+                    return try? JSONDecoder().decode(ShardMap.self, from: Data(json))
+                }
+            }
+            for await m in group {
+                guard let m else { continue }
+                current.withLock { c in if (c?.epoch ?? 0) < m.epoch { c = m } }
+            }
+        }
+    }
+
+    /// Runs `request` on the node `route` picks in the current map, refreshing the map and
+    /// retrying on `wrongEpoch` (and, for reads, on `unavailable`) until the deadline.
+    private func routed(
+        _ request: ServerRequest, retryUnavailable: Bool, route: (ShardMap) -> String?
+    ) async throws(WeftError) -> ClientResponse {
+        let deadline = ContinuousClock.now + .milliseconds(options.deadlineMs)
+        var delayMs = 5
+        var lastError = WeftError(.unavailable, "no route")
+        while true {
+            if let m = map, let node = route(m), let address = m.address(of: node) {
+                do throws(WeftError) {
+                    let response = try await client(address).send(request, epoch: m.epoch, timeoutMs: nil)
+                    if case .state(.failure(let e)) = response { throw e }
+                    return response
+                } catch {
+                    lastError = error
+                    switch error.code {
+                    case .wrongEpoch: break
+                    case .unavailable where retryUnavailable: break
+                    case .unavailable, .timeout:
+                        // The write's fate is unknown: not retried, but the map is refreshed
+                        // (the node may have died) so that the caller's next try goes right.
+                        await refresh()
+                        throw error
+                    default: throw error
+                    }
+                }
+            }
+            guard ContinuousClock.now < deadline else {
+                throw lastError.code == .wrongEpoch ? WeftError(.unavailable, "cluster did not settle: \(lastError.message)") : lastError
+            }
+            try? await Task.sleep(for: .milliseconds(delayMs))
+            delayMs = min(delayMs * 2, 200)
+            await refresh()
+        }
+    }
+
+    // MARK: the state API
+
+    /// Runs a state operation on the right replica.
+    public func execute(_ request: StateRequest) async throws(WeftError) -> StateResponse {
+        switch request {
+        case .get(let key, _, _):
+            return try await unwrap(routed(.state(request), retryUnavailable: true) { $0.tail($0.shard(of: key)) })
+        case .put(let key, _, _, _), .writeRange(let key, _, _, _), .append(let key, _, _), .add(let key, _), .delete(let key, _):
+            defer { cache?.remove(key) }
+            return try await unwrap(routed(.state(request), retryUnavailable: false) { $0.head($0.shard(of: key)) })
+        case .list(let prefix, let after, let limit, let keysOnly):
+            return try await list(prefix: prefix, after: after, limit: limit, keysOnly: keysOnly)
+        case .status:
+            return try await unwrap(routed(.state(request), retryUnavailable: true) { $0.nodes.keys.sorted().first })
+        case .leaseGrant, .leaseKeepAlive, .leaseRevoke:
+            throw WeftError(.invalidArgument, "leases are not available in cluster mode yet")
+        }
+    }
+
+    private func unwrap(_ response: ClientResponse) throws(WeftError) -> StateResponse {
+        switch response {
+        case .state(let result): return try result.get()
+        case .status(let s, _): return .status(s)
+        default: throw WeftError(.malformedRequest, "unexpected response kind")
+        }
+    }
+
+    /// A list over every shard: each tail lists the shards it serves; the pages are merged.
+    private func list(prefix: String, after: String?, limit: Int, keysOnly: Bool) async throws(WeftError) -> StateResponse {
+        let deadline = ContinuousClock.now + .milliseconds(options.deadlineMs)
+        while true {
+            guard let m = map else { throw WeftError(.unavailable, "no shard map") }
+            let tails = Set((0..<m.shardCount).compactMap { m.tail($0) })
+            var pages: [(entries: [KeyValue], more: Bool, revision: Revision)] = []
+            var failure: WeftError?
+            for node in tails {
+                guard let address = m.address(of: node) else { continue }
+                do throws(WeftError) {
+                    let r = try await client(address).send(.state(.list(prefix: prefix, after: after, limit: limit, keysOnly: keysOnly)), epoch: m.epoch, timeoutMs: nil)
+                    guard case .state(let result) = r else { throw WeftError(.malformedRequest, "unexpected response kind") }
+                    guard case .list(let entries, let more, let revision) = try result.get() else { throw WeftError(.malformedRequest, "unexpected response") }
+                    pages.append((entries, more, revision))
+                } catch {
+                    failure = error
+                    break
+                }
+            }
+            if let failure {
+                guard failure.code == .wrongEpoch || failure.code == .unavailable, ContinuousClock.now < deadline else { throw failure }
+                try? await Task.sleep(for: .milliseconds(20))
+                await refresh()
+                continue
+            }
+            var all = pages.flatMap(\.entries)
+            all.sort { Array($0.key.utf8).lexicographicallyPrecedes(Array($1.key.utf8)) }
+            let more = all.count > limit || pages.contains { $0.more }
+            return .list(entries: Array(all.prefix(limit)), more: more, revision: pages.map(\.revision).max() ?? 0)
+        }
+    }
+
+    /// Reads a key; with the cache on, from the cache while its lease runs.
+    public func get(_ key: String) async throws(WeftError) -> KeyValue {
+        if let cache {
+            if let hit = cache.lookup(key) { return hit }
+            let sentAt = ContinuousClock.now
+            let response = try await routed(.cacheGet(key: key), retryUnavailable: true) { $0.tail($0.shard(of: key)) }
+            guard case .cachedValue(let kv, let leaseMs) = response else { throw WeftError(.malformedRequest, "unexpected response") }
+            // Cache for less than the lease: counted from before the request left, minus 10%.
+            if leaseMs > 0 { cache.store(kv, until: sentAt + .milliseconds(Int64(leaseMs) * 9 / 10)) }
+            return kv
+        }
+        guard case .value(let kv) = try await execute(.get(key: key)) else { throw WeftError(.malformedRequest, "unexpected response") }
+        return kv
+    }
+
+    /// Values in the cache now.
+    public var cachedCount: Int { cache?.count ?? 0 }
+
+    /// Puts a value; with `ifVersion` only if the key's version matches (0 = create only).
+    @discardableResult
+    public func put(_ key: String, _ value: [UInt8], ifVersion: Revision? = nil) async throws(WeftError) -> Revision {
+        guard case .written(let v, _) = try await execute(.put(key: key, value: value, ifVersion: ifVersion)) else {
+            throw WeftError(.malformedRequest, "unexpected response")
+        }
+        return v
+    }
+
+    @discardableResult
+    public func delete(_ key: String, ifVersion: Revision? = nil) async throws(WeftError) -> Revision {
+        guard case .deleted(let r, _) = try await execute(.delete(key: key, ifVersion: ifVersion)) else {
+            throw WeftError(.malformedRequest, "unexpected response")
+        }
+        return r
+    }
+
+    public func add(_ key: String, _ delta: Int64) async throws(WeftError) -> (value: Int64, version: Revision) {
+        guard case .counter(let value, let version) = try await execute(.add(key: key, delta: delta)) else {
+            throw WeftError(.malformedRequest, "unexpected response")
+        }
+        return (value, version)
+    }
+}

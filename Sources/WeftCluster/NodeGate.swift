@@ -1,0 +1,332 @@
+import Foundation
+import Logging
+import Synchronization
+import WeftCore
+import WeftTransport
+import WeftWire
+
+/// What a cluster node serves, by its current shard map: writes of the shards it heads, reads of
+/// the shards it is the tail of (once its predecessor has fenced it in, if it became the tail by
+/// joining), the replication stream from its predecessors, and copies of shards it joins.
+/// It serves nothing while its membership lease may have run out.
+public final class NodeGate: ClusterGate, Sendable {
+    struct View {
+        var map: ShardMap?
+        /// Per shard: reads may be served here.
+        var readable: [Bool] = []
+        /// Per shard: the epoch a new tail waits for a fence of.
+        var awaitingFence: [UInt64?] = []
+        /// Per shard: the highest epoch a predecessor has fenced (it may arrive before the map).
+        var fenced: [UInt64] = []
+    }
+
+    public let me: String
+    let store: MemoryStore
+    let replication: Replication
+    let logger: Logger
+    private let view = Mutex(View())
+    /// True while the node's etcd lease is surely valid.
+    let serving: @Sendable () -> Bool
+    /// Called when a request shows that a newer map exists.
+    let stale: @Sendable (UInt64) -> Void
+    /// Called when this node completed the copy of a shard it joins.
+    let copied: @Sendable (_ shard: Int, _ since: UInt64) -> Void
+
+    init(
+        me: String, store: MemoryStore, replication: Replication, logger: Logger,
+        serving: @escaping @Sendable () -> Bool, stale: @escaping @Sendable (UInt64) -> Void,
+        copied: @escaping @Sendable (Int, UInt64) -> Void
+    ) {
+        self.me = me
+        self.store = store
+        self.replication = replication
+        self.logger = logger
+        self.serving = serving
+        self.stale = stale
+        self.copied = copied
+    }
+
+    public var map: ShardMap? { view.withLock { $0.map } }
+
+    /// Adopts a newer map (older ones are ignored). Returns whether it was adopted.
+    @discardableResult
+    func adopt(_ map: ShardMap) -> Bool {
+        // Shards whose tail died: this node, the new tail, cannot know the cache leases it
+        // granted, so it holds writes for one lease.
+        var newTails: [Int] = []
+        let adopted = view.withLock { v -> Bool in
+            if let old = v.map, old.epoch >= map.epoch { return false }
+            let old = v.map
+            if v.fenced.count != map.shardCount { v.fenced = Array(repeating: 0, count: map.shardCount) }
+            var readable = Array(repeating: false, count: map.shardCount)
+            var awaiting = Array<UInt64?>(repeating: nil, count: map.shardCount)
+            for s in 0..<map.shardCount where map.tail(s) == me {
+                let wasTail = old.map { s < $0.shardCount && $0.tail(s) == me } ?? false
+                let hasPredecessor = map.predecessor(of: me, in: s) != nil
+                // A node that becomes the tail behind a predecessor serves reads once that
+                // predecessor has fenced it in for this epoch (it has sent everything it
+                // acknowledged before); a tail that stays the tail keeps what it waited for.
+                if !wasTail, let previousTail = old.flatMap({ s < $0.shardCount ? $0.tail(s) : nil }),
+                   !map.chains[s].contains(previousTail) {
+                    newTails.append(s)
+                }
+                let carried = wasTail && v.awaitingFence.indices.contains(s) ? v.awaitingFence[s] : nil
+                let need: UInt64? = hasPredecessor ? (wasTail ? carried : map.epoch) : nil
+                if let need, v.fenced[s] < need {
+                    awaiting[s] = need
+                } else {
+                    readable[s] = true
+                }
+            }
+            v.map = map
+            v.readable = readable
+            v.awaitingFence = awaiting
+            return true
+        }
+        if adopted {
+            for s in newTails { replication.noteTailStart(shard: s, holdMs: replication.cacheLeaseMs) }
+            replication.adopt(map)
+        }
+        return adopted
+    }
+
+    private func wrong(_ what: String, shard: Int, map: ShardMap) -> WeftError {
+        WeftError(
+            .wrongEpoch,
+            "node \(me) is not the \(what) of shard \(shard) in epoch \(map.epoch) (head \(map.head(shard) ?? "none"), tail \(map.tail(shard) ?? "none"))")
+    }
+
+    private static let notServing = WeftError(.wrongEpoch, "this node is not serving: its cluster membership is not confirmed")
+
+    // MARK: ClusterGate
+
+    public func decide(_ request: StateRequest, epoch: UInt64) -> ClusterDecision {
+        guard serving() else { return .answer(.failure(Self.notServing)) }
+        let (map, readable) = view.withLock { ($0.map, $0.readable) }
+        guard let map else { return .answer(.failure(WeftError(.wrongEpoch, "this node has no shard map yet"))) }
+        if epoch > map.epoch { stale(epoch) }
+        switch request {
+        case .status:
+            return .serve
+        case .get(let key, _, _):
+            let s = map.shard(of: key)
+            guard map.tail(s) == me else { return .answer(.failure(wrong("tail", shard: s, map: map))) }
+            guard readable[s] else {
+                return .answer(.failure(WeftError(.wrongEpoch, "node \(me) became the tail of shard \(s) and waits for its predecessor to fence it in")))
+            }
+            guard replication.cacheLeaseMs > 0 else { return .serve }
+            // With caching on, the read checks for a held write under the key's lock.
+            guard case .get(_, let range, let since) = request else { return .serve }
+            return .later { reply in
+                self.tailRead(key, shard: s, lease: false) { result in
+                    reply(result.flatMap { kv, _ in Self.shape(kv, key: key, range: range, ifChangedSince: since) })
+                }
+            }
+        case .list(let prefix, let after, let limit, let keysOnly):
+            let me = self.me
+            return .answer(Result { () throws(WeftError) in
+                try store.list(prefix: prefix, after: after, limit: limit, keysOnly: keysOnly) { s in
+                    s < map.shardCount && map.tail(s) == me && readable[s]
+                }
+            })
+        case .leaseGrant, .leaseKeepAlive, .leaseRevoke:
+            return .answer(.failure(WeftError(.invalidArgument, "leases are not available in cluster mode yet")))
+        case .put(_, _, _, let lease) where lease != 0:
+            return .answer(.failure(WeftError(.invalidArgument, "leases are not available in cluster mode yet")))
+        case .put(let key, _, _, _), .writeRange(let key, _, _, _), .append(let key, _, _), .add(let key, _), .delete(let key, _):
+            let s = map.shard(of: key)
+            guard map.head(s) == me else { return .answer(.failure(wrong("head", shard: s, map: map))) }
+            // A write that fails (a version mismatch, a delete of an absent key) was decided on
+            // the head's state, which may hold writes not yet committed: it is answered once
+            // they are, so that it is ordered after them as every reader sees them.
+            let store = self.store
+            let replication = self.replication
+            return .later { reply in
+                store.execute(request) { result in
+                    guard case .failure = result else { return reply(result) }
+                    replication.whenCommitted(shard: s, revision: store.shardRevision(s)) { reply(result) }
+                }
+            }
+        }
+    }
+
+    public func admitWatch(_ target: WatchTarget, epoch: UInt64) -> WeftError? {
+        guard serving() else { return Self.notServing }
+        guard let map = view.withLock({ $0.map }) else { return WeftError(.unavailable, "this node has no shard map yet") }
+        if case .key(let key) = target {
+            let s = map.shard(of: key)
+            if map.tail(s) != me { return wrong("tail", shard: s, map: map) }
+        }
+        return nil
+    }
+
+    public func replicate(_ message: ReplicationMessage, epoch: UInt64, completion: @escaping @Sendable (Result<Revision, WeftError>) -> Void) {
+        guard serving() else {
+            completion(.failure(Self.notServing))
+            return
+        }
+        guard let map = view.withLock({ $0.map }) else {
+            completion(.failure(WeftError(.unavailable, "this node has no shard map yet")))
+            return
+        }
+        let s = message.shard
+        guard s >= 0, s < map.shardCount, s < replication.shardCount else {
+            completion(.failure(WeftError(.invalidArgument, "no shard \(s)")))
+            return
+        }
+        let isPredecessor = map.predecessor(of: me, in: s) == message.from
+        let join = map.joining[s]
+        let isCopySource = join?.node == me && join?.source == message.from
+        switch message.kind {
+        case .put, .delete, .fence:
+            guard isPredecessor || isCopySource else {
+                if epoch > map.epoch { stale(epoch) }
+                completion(.failure(WeftError(.wrongEpoch, "node \(message.from) is not the predecessor of \(me) for shard \(s) in epoch \(map.epoch)")))
+                return
+            }
+        case .snapshotBegin, .snapshotEntry, .snapshotEnd:
+            guard isCopySource else {
+                if epoch > map.epoch { stale(epoch) }
+                completion(.failure(WeftError(.wrongEpoch, "node \(me) is not copying shard \(s) from \(message.from) in epoch \(map.epoch)")))
+                return
+            }
+        }
+        let replication = self.replication
+        switch message.kind {
+        case .put, .delete:
+            guard let entry = message.entry else {
+                completion(.failure(WeftError(.malformedRequest, "replicate without an entry")))
+                return
+            }
+            let change: Change = message.kind == .put ? .put(entry) : .delete(key: entry.key, revision: message.revision)
+            store.applyReplicated(.change(change, previous: message.previous)) { result in
+                switch result {
+                case .success:
+                    replication.whenCommitted(shard: s, revision: message.revision) { completion(.success(message.revision)) }
+                case .failure(let error):
+                    completion(.failure(error))
+                }
+            }
+        case .fence:
+            let fenced = view.withLock { v -> Bool in
+                if v.fenced.indices.contains(s) { v.fenced[s] = max(v.fenced[s], epoch) }
+                guard v.awaitingFence.indices.contains(s), let want = v.awaitingFence[s], epoch >= want else { return false }
+                v.awaitingFence[s] = nil
+                v.readable[s] = true
+                return true
+            }
+            if fenced {
+                logger.debug("fenced in as tail", metadata: ["shard": "\(s)", "epoch": "\(epoch)"])
+            }
+            replication.whenCommitted(shard: s, revision: message.revision) { completion(.success(message.revision)) }
+        case .snapshotBegin:
+            replication.beginCopy(shard: s)
+            store.applyReplicated(.snapshotBegin(shard: s)) { result in completion(result.map { _ in 0 }) }
+        case .snapshotEntry:
+            guard let entry = message.entry else {
+                completion(.failure(WeftError(.malformedRequest, "snapshot entry without an entry")))
+                return
+            }
+            store.applyReplicated(.snapshotEntry(entry)) { result in completion(result.map { _ in entry.version }) }
+        case .snapshotEnd:
+            let copied = self.copied
+            let since = join?.since ?? 0
+            store.applyReplicated(.snapshotEnd(shard: s, revision: message.revision)) { result in
+                if case .success = result {
+                    replication.endCopy(shard: s, revision: message.revision)
+                    copied(s, since)
+                }
+                completion(result.map { _ in message.revision })
+            }
+        }
+    }
+
+    public func cacheGet(_ key: String, epoch: UInt64, completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void) {
+        switch decide(.get(key: key), epoch: epoch) {
+        case .answer(.failure(let error)): completion(.failure(error))
+        case .answer(.success): completion(.failure(WeftError(.internalError, "unexpected answer")))
+        case .serve, .later:
+            tailRead(key, shard: MemoryStore.shard(of: key, shardCount: store.shardCount), lease: true, completion)
+        }
+    }
+
+    /// Reads `key` at the tail under its shard lock: if a write of it is held for cache leases,
+    /// waits for that write first (else a reader could see the new value while a cache still
+    /// serves the old); with `lease`, records a cache lease on it.
+    private func tailRead(
+        _ key: String, shard s: Int, lease: Bool, _ completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void
+    ) {
+        let replication = self.replication
+        enum Outcome { case value(KeyValue, UInt32), absent, held }
+        let outcome: Outcome
+        do throws(WeftError) {
+            outcome = try store.read(key) { kv -> Outcome in
+                if replication.isHeld(shard: s, key: key) { return .held }
+                guard let kv else { return .absent }
+                return .value(kv, lease ? replication.noteCached(shard: s, key: key) : 0)
+            }
+        } catch {
+            completion(.failure(error))
+            return
+        }
+        switch outcome {
+        case .value(let kv, let ms): completion(.success((kv, ms)))
+        case .absent: completion(.failure(.notFound(key)))
+        case .held: replication.whenNotHeld(shard: s, key: key) { self.tailRead(key, shard: s, lease: lease, completion) }
+        }
+    }
+
+    /// A get's answer from the whole value: a byte range, or `notModified`.
+    static func shape(_ kv: KeyValue, key: String, range: ByteRange?, ifChangedSince: Revision?) -> Result<StateResponse, WeftError> {
+        if let since = ifChangedSince, kv.version <= since { return .success(.notModified(version: kv.version)) }
+        guard let range else { return .success(.value(kv)) }
+        let length = UInt64(kv.value.count)
+        guard range.offset <= length else {
+            return .failure(WeftError(.outOfRange, "offset \(range.offset) is past the end of '\(key)' (\(length) bytes)"))
+        }
+        let end = range.offset + min(range.length, length - range.offset)
+        var out = kv
+        out.value = Array(kv.value[Int(range.offset)..<Int(end)])
+        return .success(.value(out))
+    }
+
+    public func shardMap() -> (epoch: UInt64, json: [UInt8]) {
+        guard let map = view.withLock({ $0.map }) else { return (0, Array("{}".utf8)) }
+        return (map.epoch, Self.encode(map))
+    }
+
+    public func statusJSON() -> String {
+        let (map, readable) = view.withLock { ($0.map, $0.readable) }
+        let lag = replication.pendingCounts()
+        let status = NodeStatus(
+            node: me, serving: serving(), epoch: map?.epoch ?? 0, nodes: map?.nodes ?? [:],
+            chains: map?.chains ?? [], joining: map?.joining ?? [],
+            headOf: map.map { m in (0..<m.shardCount).filter { m.head($0) == me } } ?? [],
+            tailOf: map.map { m in (0..<m.shardCount).filter { m.tail($0) == me && readable[$0] } } ?? [],
+            pendingChanges: lag.reduce(0, +), maxShardLag: lag.max() ?? 0)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(status)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    static func encode(_ map: ShardMap) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(map)).map(Array.init) ?? []
+    }
+}
+
+/// A node's view of the cluster, as `weft status` shows it.
+public struct NodeStatus: Codable, Sendable {
+    public var node: String
+    public var serving: Bool
+    public var epoch: UInt64
+    public var nodes: [String: ShardMap.Node]
+    public var chains: [[String]]
+    public var joining: [ShardMap.Join?]
+    public var headOf: [Int]
+    public var tailOf: [Int]
+    /// Changes this node sent down its chains that are not yet acknowledged (replication lag).
+    public var pendingChanges: Int
+    public var maxShardLag: Int
+}

@@ -1,0 +1,132 @@
+/// What a replica does with a change that another replica made (chain replication), or with a
+/// shard copy. Changes keep the revision they were given at the head of the chain.
+public enum ReplicaApply: Sendable, Equatable {
+    /// A change; `previous` is the revision of the shard's change before it, so a replica that
+    /// missed one refuses it (`unavailable`) instead of applying past a gap.
+    case change(Change, previous: Revision)
+    /// A shard copy begins: the shard's keys are dropped (not logged, no watch events).
+    case snapshotBegin(shard: Int)
+    /// One key of a shard copy (logged, no watch event).
+    case snapshotEntry(KeyValue)
+    /// The copy is complete up to `revision`.
+    case snapshotEnd(shard: Int, revision: Revision)
+}
+
+extension MemoryStore {
+    /// Applies a change or a piece of a shard copy made elsewhere. A change goes through the
+    /// change log (so down the chain, and to disk) and to watchers like a local mutation, and is
+    /// answered once the log is done. A change at or below the shard's revision is already here:
+    /// it is answered at once without applying it again.
+    ///
+    /// Answers `.written(version: shard revision after it, length: 0)`.
+    public func applyReplicated(_ item: ReplicaApply, completion: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void) {
+        switch item {
+        case .change(let change, let previous):
+            applyChange(change, previous: previous, completion: completion)
+        case .snapshotBegin(let index):
+            guard index >= 0, index < shardCount else {
+                completion(.failure(WeftError(.invalidArgument, "no shard \(index)")))
+                return
+            }
+            let dropped: [(ByteKey, LeaseID)] = shards[index].state.withLock { state in
+                let old = state.entries.map { ($0.key, $0.value.lease) }
+                state = ShardState()
+                return old
+            }
+            leases.withLock { table in
+                for (key, lease) in dropped where lease != 0 { table.move(key, from: lease, to: 0) }
+            }
+            completion(.success(.written(version: 0, length: 0)))
+        case .snapshotEntry(let kv):
+            mutate(kv.key, completion: completion, publish: false) { (state, byteKey, _) throws(WeftError) in
+                let old = state.entries[byteKey]
+                state.entries[byteKey] = StoredEntry(value: kv.value, version: kv.version, createRevision: kv.createRevision, lease: 0)
+                state.valueBytes += kv.value.count - (old?.value.count ?? 0)
+                raiseRevision(to: kv.version)
+                return .put(KeyValue(key: kv.key, value: kv.value, version: kv.version, createRevision: kv.createRevision),
+                            response: .written(version: kv.version, length: UInt64(kv.value.count)))
+            }
+        case .snapshotEnd(let index, let revision):
+            guard index >= 0, index < shardCount else {
+                completion(.failure(WeftError(.invalidArgument, "no shard \(index)")))
+                return
+            }
+            let now = shards[index].state.withLock { state in
+                state.revision = max(state.revision, revision)
+                return state.revision
+            }
+            raiseRevision(to: revision)
+            completion(.success(.written(version: now, length: 0)))
+        }
+    }
+
+    private func applyChange(_ change: Change, previous: Revision, completion: @escaping Completion) {
+        let key: String
+        let revision: Revision
+        switch change {
+        case .put(let kv): (key, revision) = (kv.key, kv.version)
+        case .delete(let k, let r): (key, revision) = (k, r)
+        case .leaseGrant, .leaseRevoke:
+            completion(.failure(WeftError(.invalidArgument, "lease changes are not replicated per shard")))
+            return
+        }
+        let index = Self.shard(of: key, shardCount: shardCount)
+        let duplicate: Revision? = shards[index].state.withLock { $0.revision >= revision ? $0.revision : nil }
+        if let duplicate {
+            completion(.success(.written(version: duplicate, length: 0)))
+            return
+        }
+        mutate(key, completion: completion) { (state, byteKey, _) throws(WeftError) in
+            guard state.revision < revision else {
+                // Applied meanwhile (by another stream): nothing to do. Answered as a gap so the
+                // sender re-checks; this is rare.
+                throw WeftError(.unavailable, "shard \(index) is already at revision \(state.revision) ≥ \(revision)")
+            }
+            guard previous <= state.revision else {
+                throw WeftError(.unavailable, "shard \(index) is at revision \(state.revision); the change follows \(previous): a gap")
+            }
+            raiseRevision(to: revision)
+            switch change {
+            case .put(let kv):
+                let old = state.entries[byteKey]
+                if old?.lease ?? 0 != 0 { leases.withLock { $0.move(byteKey, from: old!.lease, to: 0) } }
+                state.entries[byteKey] = StoredEntry(value: kv.value, version: kv.version, createRevision: kv.createRevision, lease: 0)
+                state.valueBytes += kv.value.count - (old?.value.count ?? 0)
+                return .put(KeyValue(key: kv.key, value: kv.value, version: kv.version, createRevision: kv.createRevision),
+                            response: .written(version: revision, length: UInt64(kv.value.count)))
+            default:
+                if let old = state.remove(byteKey), old.lease != 0 { leases.withLock { $0.move(byteKey, from: old.lease, to: 0) } }
+                let tombstone = KeyValue(key: key, value: [], version: revision, createRevision: 0)
+                return AppliedMutation(
+                    change: .delete(key: key, revision: revision),
+                    event: WatchEvent(kind: .delete, kv: tombstone),
+                    response: .written(version: revision, length: 0))
+            }
+        }
+    }
+
+    /// Makes the store's revision counter at least `revision` (never lowers it).
+    func raiseRevision(to revision: Revision) {
+        var current = self.revision
+        while current < revision {
+            let (exchanged, original) = lastRevisionCompareExchange(expected: current, desired: revision)
+            if exchanged { return }
+            current = original
+        }
+    }
+
+    /// The shard's keys and revision, read under its lock; `body` runs under that lock too, so
+    /// whatever it registers (e.g. a follower that gets every later change) sees no change
+    /// between the copy and itself.
+    public func withShardSnapshot<T>(_ index: Int, _ body: (_ entries: [KeyValue], _ revision: Revision) -> T) -> T {
+        shards[index].state.withLock { state in
+            let entries = state.entries.map { $0.value.keyValue($0.key.string) }
+            return body(entries, state.revision)
+        }
+    }
+
+    /// The revision of the shard's last change.
+    public func shardRevision(_ index: Int) -> Revision {
+        shards[index].state.withLock { $0.revision }
+    }
+}

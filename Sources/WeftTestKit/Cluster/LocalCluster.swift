@@ -1,0 +1,218 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// A Weft cluster on this machine for tests and benchmarks: one etcd and N `weft node`
+/// processes on loopback ports, each with its own log (and data directory with `durable`).
+/// Nodes can be killed (SIGKILL), restarted with the same arguments, paused (SIGSTOP: to the
+/// rest of the cluster a paused node is partitioned away) and resumed. Everything is stopped
+/// by `stop()` (and by deinit).
+public final class LocalCluster: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var nodes: Int
+        public var replicas: Int
+        public var shards: Int
+        public var leaseTTLSeconds: Int
+        public var durable: Bool
+        public var logLevel: String
+        public init(nodes: Int = 3, replicas: Int = 3, shards: Int = 64, leaseTTLSeconds: Int = 2, durable: Bool = false, logLevel: String = "info") {
+            self.nodes = nodes
+            self.replicas = replicas
+            self.shards = shards
+            self.leaseTTLSeconds = leaseTTLSeconds
+            self.durable = durable
+            self.logLevel = logLevel
+        }
+    }
+
+    public let options: Options
+    public let directory: String
+    public let etcdURL: String
+    /// Each node's HOST:PORT.
+    public let addresses: [String]
+    private let weft: String
+    private var etcd: Process?
+    private var nodes: [Process?]
+    private let lock = NSLock()
+
+    /// Starts etcd and the nodes, and waits until every node has printed its ready line.
+    public init(weftBinary: String, options: Options = Options(), etcdBinary: String = "/usr/bin/etcd") throws {
+        self.options = options
+        self.weft = weftBinary
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("weft-cluster-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let ports = try Self.freePorts(2 + options.nodes)
+        etcdURL = "http://127.0.0.1:\(ports[0])"
+        addresses = (0..<options.nodes).map { "127.0.0.1:\(ports[2 + $0])" }
+        nodes = Array(repeating: nil, count: options.nodes)
+        let peer = "http://127.0.0.1:\(ports[1])"
+        etcd = try Self.launch(etcdBinary, [
+            "--name", "weft-test", "--data-dir", directory + "/etcd",
+            "--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", "weft-test=\(peer)",
+        ], log: directory + "/etcd.log")
+        try waitForPort(ports[0], seconds: 20)
+        for i in 0..<options.nodes { try start(i) }
+        for i in 0..<options.nodes { try waitReady(i, seconds: 30) }
+    }
+
+    deinit { stop() }
+
+    public func log(_ i: Int) -> String { directory + "/node\(i).log" }
+
+    /// The node's arguments (the same on every restart).
+    private func arguments(_ i: Int) -> [String] {
+        var args = [
+            "node", "--etcd", etcdURL, "--listen", addresses[i], "--http", "off", "--cluster", "test",
+            "--replicas", "\(options.replicas)", "--shards", "\(options.shards)", "--lease-ttl", "\(options.leaseTTLSeconds)",
+            "--log-level", options.logLevel,
+        ]
+        if options.durable { args += ["--data", directory + "/data\(i)"] }
+        return args
+    }
+
+    /// Starts node `i` (after a kill), with the same address and data directory.
+    public func start(_ i: Int) throws {
+        try? FileManager.default.removeItem(atPath: directory + "/node\(i).out")
+        let p = try Self.launch(weft, arguments(i), log: log(i), stdout: directory + "/node\(i).out")
+        lock.lock()
+        nodes[i] = p
+        lock.unlock()
+    }
+
+    /// Waits until node `i` printed its ready line.
+    public func waitReady(_ i: Int, seconds: Double) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let text = try? String(contentsOfFile: directory + "/node\(i).out", encoding: .utf8), text.contains("\"node\"") { return }
+            lock.lock()
+            let running = nodes[i]?.isRunning ?? false
+            lock.unlock()
+            if !running { break }
+            usleep(50_000)
+        }
+        let tail = (try? String(contentsOfFile: log(i), encoding: .utf8)).map { String($0.suffix(2000)) } ?? ""
+        throw LocalClusterError("node \(i) (\(addresses[i])) did not become ready: \(tail)")
+    }
+
+    public func restart(_ i: Int) throws {
+        try start(i)
+        try waitReady(i, seconds: 30)
+    }
+
+    /// SIGKILL of node `i`.
+    public func kill9(_ i: Int) {
+        signal(i, SIGKILL)
+        lock.lock()
+        let p = nodes[i]
+        nodes[i] = nil
+        lock.unlock()
+        p?.waitUntilExit()
+    }
+
+    /// SIGSTOP: the node neither answers nor renews its lease, as if partitioned away.
+    public func pause(_ i: Int) { signal(i, SIGSTOP) }
+    public func resume(_ i: Int) { signal(i, SIGCONT) }
+
+    public func isRunning(_ i: Int) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return nodes[i]?.isRunning ?? false
+    }
+
+    private func signal(_ i: Int, _ sig: Int32) {
+        lock.lock()
+        let p = nodes[i]
+        lock.unlock()
+        if let p, p.isRunning { kill(p.processIdentifier, sig) }
+    }
+
+    /// Stops every node and etcd.
+    public func stop() {
+        lock.lock()
+        let all = nodes.compactMap { $0 }
+        nodes = nodes.map { _ in nil }
+        let e = etcd
+        etcd = nil
+        lock.unlock()
+        for p in all where p.isRunning {
+            kill(p.processIdentifier, SIGCONT)
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        if let e, e.isRunning {
+            kill(e.processIdentifier, SIGKILL)
+            e.waitUntilExit()
+        }
+    }
+
+    // MARK: helpers
+
+    static func launch(_ path: String, _ args: [String], log: String, stdout: String? = nil) throws -> Process {
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        let err = FileHandle(forWritingAtPath: log)!
+        err.seekToEndOfFile()
+        p.standardError = err
+        if let stdout {
+            FileManager.default.createFile(atPath: stdout, contents: nil)
+            p.standardOutput = FileHandle(forWritingAtPath: stdout)!
+        } else {
+            p.standardOutput = err
+        }
+        try p.run()
+        return p
+    }
+
+    /// Ports that were free a moment ago (bound to port 0, then closed).
+    public static func freePorts(_ n: Int) throws -> [Int] {
+        var fds: [Int32] = []
+        defer { for fd in fds { close(fd) } }
+        var ports: [Int] = []
+        for _ in 0..<n {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw LocalClusterError("socket failed") }
+            fds.append(fd)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_port = 0
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let ok = withUnsafeMutablePointer(to: &addr) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp in
+                    bind(fd, sp, len) == 0 && getsockname(fd, sp, &len) == 0
+                }
+            }
+            guard ok else { throw LocalClusterError("bind failed") }
+            ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+        }
+        return ports
+    }
+
+    private func waitForPort(_ port: Int, seconds: Double) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_port = UInt16(port).bigEndian
+            let ok = withUnsafePointer(to: &addr) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            }
+            close(fd)
+            if ok { return }
+            usleep(50_000)
+        }
+        throw LocalClusterError("port \(port) did not open within \(seconds) s")
+    }
+}
+
+public struct LocalClusterError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}

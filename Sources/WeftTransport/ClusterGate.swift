@@ -1,0 +1,32 @@
+import WeftCore
+import WeftWire
+
+/// How a node in cluster mode wants a client's state request handled.
+public enum ClusterDecision: Sendable {
+    /// Run it on the local store as a single node would.
+    case serve
+    /// Answer with this (an error such as `wrongEpoch`, or a result the gate computed, e.g. a
+    /// list over the shards this node serves).
+    case answer(Result<StateResponse, WeftError>)
+    /// The gate serves it itself, maybe later (e.g. a read that waits while a write of the key
+    /// is held at the tail because caches may still hold the old value).
+    case later(run: @Sendable (_ reply: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void) -> Void)
+}
+
+/// The cluster-mode hooks of a state server (WeftCluster implements them): which requests this
+/// node may serve in the request's epoch (writes at a chain's head, reads at its tail), the
+/// replication stream from predecessors, and the shard map for clients.
+public protocol ClusterGate: Sendable {
+    func decide(_ request: StateRequest, epoch: UInt64) -> ClusterDecision
+    /// nil: the watch may run here.
+    func admitWatch(_ target: WatchTarget, epoch: UInt64) -> WeftError?
+    /// Applies one replication message from a predecessor; completes with the shard's revision
+    /// once the change has reached the tail.
+    func replicate(_ message: ReplicationMessage, epoch: UInt64, completion: @escaping @Sendable (Result<Revision, WeftError>) -> Void)
+    /// A read for a coherent cache: the value and how long it may be cached (ms).
+    func cacheGet(_ key: String, epoch: UInt64, completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void)
+    /// The shard map this node serves by: its epoch and JSON.
+    func shardMap() -> (epoch: UInt64, json: [UInt8])
+    /// The node's view of the cluster for `status`, as JSON.
+    func statusJSON() -> String
+}
