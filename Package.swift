@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "weft-launcher", targets: ["weft-launcher"]),
         .library(name: "WeftGateway", targets: ["WeftGateway"]),
         .library(name: "WeftFunction", targets: ["WeftFunction"]),
+        .library(name: "WeftCluster", targets: ["WeftCluster"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -95,12 +96,25 @@ let package = Package(
             ],
             swiftSettings: releaseSettings
         ),
+        // Cluster coordination: the etcd v3 client (HTTP/JSON gateway), sessions on leases,
+        // leader election; used for membership, leadership and the shard map.
+        .target(
+            name: "WeftCluster",
+            dependencies: [
+                "WeftCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: releaseSettings
+        ),
         // Load generator for `weft bench`: drives Weft, Redis (RESP) and etcd (HTTP/JSON API)
         // with the same code.
         .target(
             name: "WeftBench",
             dependencies: [
-                "WeftCore", "WeftClient", "WeftTransport",
+                "WeftCore", "WeftClient", "WeftTransport", "WeftCluster",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -224,6 +238,14 @@ let package = Package(
             dependencies: [
                 "WeftRuntime", "WeftCore", "WeftSandbox", "WeftClient", "WeftTransport",
                 "hello", "counter", "wordcount", "hostile-function", "weft-launcher",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "WeftClusterTests",
+            dependencies: [
+                "WeftCore", "WeftCluster",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
