@@ -97,8 +97,9 @@ let package = Package(
             ],
             swiftSettings: releaseSettings
         ),
-        // The cluster: membership, election and the shard map in etcd; the coordinator (a pure
-        // state machine); chain replication, failover and shard copies.
+        // The cluster: the etcd v3 client (HTTP/JSON gateway), sessions on leases and leader
+        // election; membership and the shard map in etcd; the coordinator (a pure state
+        // machine); chain replication, failover and shard copies.
         .target(
             name: "WeftCluster",
             dependencies: [
@@ -118,7 +119,7 @@ let package = Package(
         .target(
             name: "WeftBench",
             dependencies: [
-                "WeftCore", "WeftClient", "WeftTransport", "WeftTestKit",
+                "WeftCore", "WeftClient", "WeftTransport", "WeftCluster", "WeftTestKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

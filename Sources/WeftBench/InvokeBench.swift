@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 import WeftClient
+import WeftCluster
 import WeftCore
 
 /// One row of `weft bench invoke`.

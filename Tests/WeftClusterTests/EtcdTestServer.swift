@@ -1,0 +1,113 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+import WeftCluster
+import WeftCore
+
+/// A real etcd (Debian's /usr/bin/etcd) on free loopback ports with a temporary data dir
+/// (on /dev/shm when there is one: no disk syncs on a loaded machine), stopped by `stop()`.
+final class EtcdTestServer: Sendable {
+    let clientPort: Int
+    let directory: URL
+    private let process: Process
+
+    var endpoint: String { "http://127.0.0.1:\(clientPort)" }
+
+    private init(clientPort: Int, directory: URL, process: Process) {
+        self.clientPort = clientPort
+        self.directory = directory
+        self.process = process
+    }
+
+    /// The etcd the enclosing suite's `.etcdServer` trait started.
+    @TaskLocal static var current: EtcdTestServer?
+
+    /// Starts etcd and waits (at most `startTimeoutSeconds`) until it answers a read.
+    static func start(startTimeoutSeconds: Double = 30) async throws -> EtcdTestServer {
+        let executable = "/usr/bin/etcd"
+        guard FileManager.default.isExecutableFile(atPath: executable) else {
+            throw WeftError(.unavailable, "\(executable) not installed (Debian package etcd-server)")
+        }
+        let clientPort = try await freePort()
+        var peerPort = try await freePort()
+        while peerPort == clientPort { peerPort = try await freePort() }
+        let base = FileManager.default.fileExists(atPath: "/dev/shm") ? URL(fileURLWithPath: "/dev/shm") : FileManager.default.temporaryDirectory
+        let dir = base.appendingPathComponent("weft-etcd-test-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let client = "http://127.0.0.1:\(clientPort)"
+        let peer = "http://127.0.0.1:\(peerPort)"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = [
+            "--name", "t", "--data-dir", dir.appendingPathComponent("data").path,
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", "t=\(peer)",
+        ]
+        process.currentDirectoryURL = dir
+        process.standardInput = FileHandle.nullDevice
+        let logPath = dir.appendingPathComponent("etcd.log").path
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        try? log.close()
+        let server = EtcdTestServer(clientPort: clientPort, directory: dir, process: process)
+
+        let deadline = ContinuousClock.now + .milliseconds(Int64(startTimeoutSeconds * 1000))
+        while true {
+            if !process.isRunning {
+                let tail = server.logTail()
+                server.stop()
+                throw WeftError(.unavailable, "etcd exited before answering:\n\(tail)")
+            }
+            if let c = try? await EtcdClient.connect(endpoints: [client], requestTimeoutMs: 1000) {
+                let answered = await Etcd.error { _ = try await c.range(prefix: "/weft-test-probe/") } == nil
+                await c.close()
+                if answered { return server }
+            }
+            if ContinuousClock.now >= deadline {
+                let tail = server.logTail()
+                server.stop()
+                throw WeftError(.unavailable, "etcd did not answer on \(client) within \(startTimeoutSeconds) s:\n\(tail)")
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// A client of this server.
+    func client(requestTimeoutMs: Int64 = 5000) async throws -> EtcdClient {
+        try await EtcdClient.connect(endpoints: [endpoint], requestTimeoutMs: requestTimeoutMs)
+    }
+
+    /// SIGTERM, SIGKILL after 5 s; removes the data dir.
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            let deadline = Date().addingTimeInterval(5)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    func logTail(maxBytes: Int = 3000) -> String {
+        guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent("etcd.log").path) else { return "" }
+        return String(decoding: data.suffix(maxBytes), as: UTF8.self)
+    }
+
+    /// A TCP port on 127.0.0.1 that was free a moment ago (nothing listens on it after this).
+    static func freePort() async throws -> Int {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress?.port ?? 0
+        try await channel.close()
+        guard port > 0 else { throw WeftError(.internalError, "no free port") }
+        return port
+    }
+}
