@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "weft-launcher", targets: ["weft-launcher"]),
         .library(name: "WeftGateway", targets: ["WeftGateway"]),
         .library(name: "WeftFunction", targets: ["WeftFunction"]),
+        .library(name: "WeftTestKit", targets: ["WeftTestKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -174,6 +175,9 @@ let package = Package(
         .target(name: "WeftSandbox", dependencies: ["WeftCore"], swiftSettings: releaseSettings),
         // A misbehaving test program for the sandbox tests.
         .executableTarget(name: "sandbox-probe"),
+        // Test kit: history recording and a linearizability checker for versioned registers.
+        // Depends on nothing, so any test (or another store's) can use it.
+        .target(name: "WeftTestKit", swiftSettings: releaseSettings),
 
         .testTarget(
             name: "WeftCoreTests",
@@ -228,6 +232,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "WeftSandboxTests", dependencies: ["WeftSandbox", "WeftCore", "weft-launcher", "sandbox-probe"]),
+        .testTarget(name: "WeftTestKitTests", dependencies: ["WeftTestKit"]),
     ],
     swiftLanguageModes: [.v6]
 )
