@@ -255,6 +255,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "WeftSandboxTests", dependencies: ["WeftSandbox", "WeftCore", "weft-launcher", "sandbox-probe"]),
+        .testTarget(name: "WeftTestKitTests", dependencies: ["WeftTestKit"]),
     ],
     swiftLanguageModes: [.v6]
 )
