@@ -3,7 +3,7 @@
 #   make test   install what tests need, build, run every test
 SHELL := /bin/bash
 SWIFT ?= swift
-DEB_PACKAGES := pkg-config liblmdb-dev libfabric-dev libibverbs-dev librdmacm-dev libseccomp-dev redis-server etcd-server etcd-client
+DEB_PACKAGES := pkg-config liblmdb-dev libfabric-dev libibverbs-dev librdmacm-dev libseccomp-dev redis-server etcd-server etcd-client iproute2 curl python3-venv
 PROTO_PACKAGES := protobuf-compiler
 RELEASE_BIN := .build/release/weft
 

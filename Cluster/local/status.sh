@@ -30,7 +30,7 @@ if ((json == 1)); then
   rc=1
   out=null
   if [[ -n $target ]]; then
-    if out=$("$WEFT_BIN" status --address "$target" --json); then rc=0; else rc=$?; out=null; fi
+    if out=$("$WEFT_BIN" status --server "$target" --json); then rc=0; else rc=$?; out=null; fi
     [[ -n $out ]] || out=null
   fi
   printf '{"cluster":%s,"statusFrom":%s,"status":%s}\n' "$(cluster_json live)" \
@@ -64,5 +64,5 @@ if [[ -z $target ]]; then
   echo "no live, reachable node to ask for weft status"
   exit 1
 fi
-echo "weft status --address $target:"
-exec "$WEFT_BIN" status --address "$target"
+echo "weft status --server $target:"
+exec "$WEFT_BIN" status --server "$target"

@@ -35,6 +35,8 @@ public final class WeftClient: Sendable {
     /// The client made its transport (negotiated), so `close` shuts it down.
     private let ownsTransport: Bool
     private let slots: [SessionSlot]
+    /// Set when the server is a cluster node (see `connect(address:...)`).
+    let router = Mutex<ClusterClient?>(nil)
     private let next = Atomic<Int>(0)
     private let closed = Atomic<Bool>(false)
 
@@ -98,15 +100,31 @@ public final class WeftClient: Sendable {
         transport request: TransportRequest, provider: String? = nil
     ) async throws(WeftError) -> WeftClient {
         let route = try await negotiate(address: address, request: request, provider: provider)
+        let client: WeftClient
         do {
-            return try await connect(
+            client = try await connect(
                 host: route.host, port: route.port, connections: connections, options: options, group: nil,
                 transport: route.transport, ownsTransport: true)
         } catch {
             route.transport.shutdown()
             throw error
         }
+        // A cluster node: state operations are routed by the shard map from here on.
+        if let (_, info) = try? await client.status(), !info.cluster.isEmpty {
+            do {
+                client.router.withLock { $0 = nil }
+                let router = try await ClusterClient.connect(seeds: [address])
+                client.router.withLock { $0 = router }
+            } catch {
+                await client.close()
+                throw error
+            }
+        }
+        return client
     }
+
+    /// True when this client routes state operations over a cluster's shard map.
+    public var isClustered: Bool { router.withLock { $0 != nil } }
 
     /// Where and how to reach a server.
     public struct Route: Sendable {
@@ -176,6 +194,7 @@ public final class WeftClient: Sendable {
 
     /// Closes every connection; requests in flight fail with `unavailable`.
     public func close() async {
+        if let router = router.withLock({ r in defer { r = nil }; return r }) { await router.close() }
         closed.store(true, ordering: .relaxed)
         for slot in slots {
             let session = slot.session.withLock { c in
@@ -272,6 +291,7 @@ public final class WeftClient: Sendable {
 
     /// Runs any state operation and returns its response.
     public func execute(_ request: StateRequest) async throws(WeftError) -> StateResponse {
+        if let router = router.withLock({ $0 }), request != .status { return try await router.execute(request) }
         switch try await send(.state(request)) {
         case .state(let result): return try result.get()
         case .status(let s, _): return .status(s)
