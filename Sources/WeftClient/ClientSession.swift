@@ -33,6 +33,9 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
     private var watches: [UInt64: WatchStream] = [:]
     private var sweep: RepeatedTask?
     private var failed: WeftError?
+    /// A flush is queued on the loop: requests submitted meanwhile share it (one syscall for a
+    /// burst of pipelined requests, e.g. a chain's replication stream under load).
+    private var flushQueued = false
     private var reader = FrameReader(limits: FrameLimits(frameBytesMax: Int(Int32.max)))
     private let open = Atomic<Bool>(true)
 
@@ -86,7 +89,13 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
         var buffer = link.allocator.buffer(capacity: 96 + out.request.payloadBytes)
         buffer.writeRequest(id: id, out.request, epoch: out.epoch)
         link.write(buffer)
-        link.flush()
+        guard !flushQueued else { return }
+        flushQueued = true
+        let bound = NIOLoopBound(self, eventLoop: link.eventLoop)
+        link.eventLoop.execute {
+            bound.value.flushQueued = false
+            bound.value.link.flush()
+        }
     }
 
     // MARK: FrameLinkDelegate
