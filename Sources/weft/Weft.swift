@@ -60,7 +60,7 @@ enum ExitStatus: Int32 {
         }
     }
 
-    static let table = "0 ok, 1 other error, 3 not found, 4 version mismatch, 5 timeout, 6 unavailable (or overloaded), 7 value too large, 8 invalid key, 9 function crashed or out of memory, 64 usage."
+    static let table = "0 ok, 1 other error, 3 not found, 4 version mismatch, 5 timeout, 6 unavailable (or overloaded, or wrongEpoch from a cluster node), 7 value too large, 8 invalid key, 9 function crashed or out of memory, 64 usage."
 }
 
 /// Where the server is.

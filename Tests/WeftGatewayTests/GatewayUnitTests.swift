@@ -36,7 +36,7 @@ struct GatewayUnitTests {
             .notFound: 404, .versionMismatch: 412, .valueTooLarge: 413, .invalidKey: 400, .compacted: 410,
             .leaseNotFound: 404, .unavailable: 503, .timeout: 504, .unauthorized: 401, .malformedRequest: 400,
             .overloaded: 429, .invalidArgument: 400, .notModified: 304, .outOfRange: 416, .storageFailure: 500,
-            .cancelled: 503, .outOfMemory: 502, .functionCrashed: 502, .internalError: 500,
+            .cancelled: 503, .outOfMemory: 502, .functionCrashed: 502, .wrongEpoch: 503, .internalError: 500,
         ]
         #expect(expected.count == WeftError.Code.allCases.count)
         for code in WeftError.Code.allCases {
