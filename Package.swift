@@ -222,6 +222,7 @@ let package = Package(
         .testTarget(
             name: "WeftClientTests",
             dependencies: [
+                "WeftTestKit",
                 "WeftCore", "WeftClient", "WeftTransport", "WeftStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

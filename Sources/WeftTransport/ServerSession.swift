@@ -135,15 +135,7 @@ final class ServerSession: FrameLinkDelegate {
                     return
                 case .later(let run):
                     inFlight += 1
-                    let loop = link.eventLoop
-                    let bound = NIOLoopBound(self, eventLoop: loop)
-                    run { result in
-                        if loop.inEventLoop {
-                            bound.value.complete(id: id, result)
-                        } else {
-                            loop.execute { bound.value.complete(id: id, result) }
-                        }
-                    }
+                    run(onLoop { session, result in session.complete(id: id, result) })
                     return
                 }
             }
@@ -179,30 +171,14 @@ final class ServerSession: FrameLinkDelegate {
                 return
             }
             inFlight += 1
-            let loop = link.eventLoop
-            let bound = NIOLoopBound(self, eventLoop: loop)
-            cluster.replicate(message, epoch: epoch) { result in
-                if loop.inEventLoop {
-                    bound.value.completeReplicate(id: id, result)
-                } else {
-                    loop.execute { bound.value.completeReplicate(id: id, result) }
-                }
-            }
+            cluster.replicate(message, epoch: epoch, completion: onLoop { session, result in session.completeReplicate(id: id, result) })
         case .cacheGet(let key):
             guard let cluster = shared.cluster else {
                 write { $0.writeResponse(id: id, .failure(Self.notClustered)) }
                 return
             }
             inFlight += 1
-            let loop = link.eventLoop
-            let bound = NIOLoopBound(self, eventLoop: loop)
-            cluster.cacheGet(key, epoch: epoch) { result in
-                if loop.inEventLoop {
-                    bound.value.completeCacheGet(id: id, result)
-                } else {
-                    loop.execute { bound.value.completeCacheGet(id: id, result) }
-                }
-            }
+            cluster.cacheGet(key, epoch: epoch, completion: onLoop { session, result in session.completeCacheGet(id: id, result) })
         case .shardMap:
             guard let cluster = shared.cluster else {
                 write { $0.writeResponse(id: id, .failure(Self.notClustered)) }
@@ -210,6 +186,20 @@ final class ServerSession: FrameLinkDelegate {
             }
             let (mapEpoch, json) = cluster.shardMap()
             write(capacity: 64 + json.count) { $0.writeShardMap(id: id, epoch: mapEpoch, json: json) }
+        }
+    }
+
+    /// A completion that hands its value to `body` on this session's loop (at once when it is
+    /// already there). Called on the loop.
+    private func onLoop<T: Sendable>(_ body: @escaping @Sendable (ServerSession, T) -> Void) -> @Sendable (T) -> Void {
+        let loop = link!.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        return { value in
+            if loop.inEventLoop {
+                body(bound.value, value)
+            } else {
+                loop.execute { body(bound.value, value) }
+            }
         }
     }
 

@@ -60,12 +60,7 @@ struct Node: AsyncParsableCommand {
     var logLevel: Logger.Level = .info
 
     func run() async throws {
-        MallocTuning.apply()
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = logLevel
-            return h
-        }
+        Weft.bootstrapServer(logLevel: logLevel)
         var logger = Logger(label: "weft.node")
         try await Weft.exiting(json: true) {
             guard replicas >= 1, shards >= 1, shards <= 4096, leaseTtl >= 1 else {

@@ -86,12 +86,7 @@ struct Up: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        MallocTuning.apply()
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = logLevel
-            return h
-        }
+        Weft.bootstrapServer(logLevel: logLevel)
         let logger = Logger(label: "weft.up")
         try await Weft.exiting(json: json) {
             guard maxValueBytes > 0, maxValueBytes <= 1 << 30 else {

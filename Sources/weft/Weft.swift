@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import WeftCore
 import WeftTransport
 
@@ -17,6 +18,16 @@ struct Weft: AsyncParsableCommand {
         version: version,
         subcommands: [Up.self, Node.self, StateCommand.self, Deploy.self, Invoke.self, Functions.self, Trigger.self, Lock.self, Barrier.self, Status.self, Lease.self, Bench.self]
     )
+
+    /// Once, at the start of a server command: malloc tuning and logging to stderr at `logLevel`.
+    static func bootstrapServer(logLevel: Logger.Level) {
+        MallocTuning.apply()
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = logLevel
+            return h
+        }
+    }
 
     /// Runs a command body, turning Weft errors into their documented exit status.
     static func exiting(json: Bool, _ body: () async throws -> Void) async throws {

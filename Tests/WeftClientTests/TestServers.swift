@@ -1,4 +1,5 @@
 import Foundation
+import WeftTestKit
 import Logging
 import NIOCore
 import NIOPosix
@@ -44,18 +45,7 @@ final class InProcessServer: Sendable {
 
 /// The `weft` executable built next to this test binary.
 enum WeftBinary {
-    static var path: String {
-        if let env = ProcessInfo.processInfo.environment["WEFT_BIN"] { return env }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        // Inside an .xctest bundle on some platforms: walk up to the build directory.
-        while dir.path != "/" {
-            let candidate = dir.appendingPathComponent("weft").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        return ".build/debug/weft"
-    }
+    static var path: String { WeftExecutable.path }
 
     struct Result {
         var status: Int32

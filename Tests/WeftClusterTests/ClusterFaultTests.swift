@@ -4,33 +4,6 @@ import WeftClient
 import WeftCore
 import WeftTestKit
 
-/// The `weft` executable built next to this test binary.
-enum WeftBinary {
-    static var path: String {
-        if let env = ProcessInfo.processInfo.environment["WEFT_BIN"] { return env }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        while dir.path != "/" {
-            let candidate = dir.appendingPathComponent("weft").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        return ".build/debug/weft"
-    }
-}
-
-/// A small seeded generator (SplitMix64), so a failing run replays from its seed.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Jepsen-style: concurrent clients put, CAS and get a few keys (some through the coherent
 /// cache) while a nemesis kills (SIGKILL) and restarts nodes and pauses them (SIGSTOP: the
 /// node is cut off from everyone); the history must be linearizable and no acknowledged
@@ -48,7 +21,7 @@ struct SeededRandom: RandomNumberGenerator {
 
     /// Failover time: SIGKILL of a chain's head until the first successful write to its shard.
     @Test func failoverWithinTwoLeaseTTLs() async throws {
-        let cluster = try LocalCluster(weftBinary: WeftBinary.path, options: .init(nodes: 3, replicas: 3, shards: 8, leaseTTLSeconds: 1, logLevel: "warning"))
+        let cluster = try LocalCluster(weftBinary: WeftExecutable.path, options: .init(nodes: 3, replicas: 3, shards: 8, leaseTTLSeconds: 1, logLevel: "warning"))
         defer { cluster.stop() }
         let client = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 300, requestTimeoutMs: 2_000))
         try await settle(client, nodes: 3)
@@ -78,7 +51,7 @@ struct SeededRandom: RandomNumberGenerator {
         let seed = ProcessInfo.processInfo.environment["WEFT_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64(Int64.max))
         print("cluster fault test: seed \(seed) (replay with WEFT_TEST_SEED=\(seed))")
         let cluster = try LocalCluster(
-            weftBinary: WeftBinary.path,
+            weftBinary: WeftExecutable.path,
             options: .init(nodes: 3, replicas: 3, shards: 8, leaseTTLSeconds: 1, durable: durable, logLevel: "info"))
         defer { cluster.stop() }
         let admin = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 2_000, requestTimeoutMs: 1_000))
@@ -94,7 +67,7 @@ struct SeededRandom: RandomNumberGenerator {
                     let client = try await ClusterClient.connect(
                         seeds: cluster.addresses,
                         options: .init(deadlineMs: 1_500, requestTimeoutMs: 700, cacheEntriesMax: cached ? 1_000 : 0))
-                    var rng = SeededRandom(state: seed &+ UInt64(process) &* 7919)
+                    var rng = SplitMix64(seed: seed &+ UInt64(process) &* 7919)
                     var seen: [String: UInt64] = [:]
                     var n = 0
                     while ContinuousClock.now < end {
@@ -130,7 +103,7 @@ struct SeededRandom: RandomNumberGenerator {
                 }
             }
             group.addTask {
-                var rng = SeededRandom(state: seed ^ 0xFEED)
+                var rng = SplitMix64(seed: seed ^ 0xFEED)
                 while ContinuousClock.now + .seconds(4) < end {
                     try await Task.sleep(for: .milliseconds(500 + Int64(rng.next() % 1000)))
                     let victim = Int(rng.next() % 3)

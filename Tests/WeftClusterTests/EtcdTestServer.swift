@@ -1,4 +1,5 @@
 import Foundation
+import WeftTestKit
 import NIOCore
 import NIOPosix
 import Testing
@@ -23,8 +24,21 @@ final class EtcdTestServer: Sendable {
     /// The etcd the enclosing suite's `.etcdServer` trait started.
     @TaskLocal static var current: EtcdTestServer?
 
-    /// Starts etcd and waits (at most `startTimeoutSeconds`) until it answers a read.
+    /// Starts etcd and waits (at most `startTimeoutSeconds`) until it answers a read. A port
+    /// taken between choosing it and etcd binding it (tests run in parallel) means a new try.
     static func start(startTimeoutSeconds: Double = 30) async throws -> EtcdTestServer {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await startOnce(startTimeoutSeconds: startTimeoutSeconds)
+            } catch let error as WeftError where attempt < 5 && error.message.contains("address already in use") {
+                continue
+            }
+        }
+    }
+
+    private static func startOnce(startTimeoutSeconds: Double) async throws -> EtcdTestServer {
         let executable = "/usr/bin/etcd"
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw WeftError(.unavailable, "\(executable) not installed (Debian package etcd-server)")
@@ -103,11 +117,6 @@ final class EtcdTestServer: Sendable {
 
     /// A TCP port on 127.0.0.1 that was free a moment ago (nothing listens on it after this).
     static func freePort() async throws -> Int {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress?.port ?? 0
-        try await channel.close()
-        guard port > 0 else { throw WeftError(.internalError, "no free port") }
-        return port
+        try LocalCluster.freePorts(1)[0]
     }
 }

@@ -42,18 +42,33 @@ public final class LocalCluster: @unchecked Sendable {
         self.weft = weftBinary
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("weft-cluster-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let ports = try Self.freePorts(2 + options.nodes)
+        // etcd first; a port taken meanwhile (other tests run in parallel) means new ports.
+        var attempt = 0
+        var chosen: (ports: [Int], etcd: Process)?
+        while chosen == nil {
+            attempt += 1
+            let ports = try Self.freePorts(2 + options.nodes)
+            let url = "http://127.0.0.1:\(ports[0])", peer = "http://127.0.0.1:\(ports[1])"
+            try? FileManager.default.removeItem(atPath: directory + "/etcd")
+            let p = try Self.launch(etcdBinary, [
+                "--name", "weft-test", "--data-dir", directory + "/etcd",
+                "--listen-client-urls", url, "--advertise-client-urls", url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", "weft-test=\(peer)",
+            ], log: directory + "/etcd.log")
+            if Self.waitForPort(ports[0], seconds: 20, while: p) {
+                chosen = (ports, p)
+            } else {
+                if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+                p.waitUntilExit()
+                guard attempt < 5 else { throw LocalClusterError("etcd did not start; see \(directory)/etcd.log") }
+            }
+        }
+        let ports = chosen!.ports
+        etcd = chosen!.etcd
         etcdURL = "http://127.0.0.1:\(ports[0])"
         addresses = (0..<options.nodes).map { "127.0.0.1:\(ports[2 + $0])" }
         nodes = Array(repeating: nil, count: options.nodes)
-        let peer = "http://127.0.0.1:\(ports[1])"
-        etcd = try Self.launch(etcdBinary, [
-            "--name", "weft-test", "--data-dir", directory + "/etcd",
-            "--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", "weft-test=\(peer)",
-        ], log: directory + "/etcd.log")
-        try waitForPort(ports[0], seconds: 20)
         for i in 0..<options.nodes { try start(i) }
         for i in 0..<options.nodes { try waitReady(i, seconds: 30) }
     }
@@ -168,34 +183,44 @@ public final class LocalCluster: @unchecked Sendable {
         return p
     }
 
-    /// Ports that were free a moment ago (bound to port 0, then closed).
+    /// Distinct ports on 127.0.0.1 that were free a moment ago. They are drawn at random below
+    /// Linux's ephemeral range (32768 and up), so that the outgoing connections of other tests
+    /// running at the same time do not take them before the server binds them.
     public static func freePorts(_ n: Int) throws -> [Int] {
         var fds: [Int32] = []
         defer { for fd in fds { close(fd) } }
         var ports: [Int] = []
-        for _ in 0..<n {
+        var tries = 0
+        while ports.count < n {
+            tries += 1
+            guard tries < 10_000 else { throw LocalClusterError("no free ports") }
+            let port = Int.random(in: 20_000..<32_000)
+            if ports.contains(port) { continue }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { throw LocalClusterError("socket failed") }
-            fds.append(fd)
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            addr.sin_port = 0
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            addr.sin_port = UInt16(port).bigEndian
             let ok = withUnsafeMutablePointer(to: &addr) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp in
-                    bind(fd, sp, len) == 0 && getsockname(fd, sp, &len) == 0
-                }
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
             }
-            guard ok else { throw LocalClusterError("bind failed") }
-            ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+            if ok {
+                fds.append(fd)
+                ports.append(port)
+            } else {
+                close(fd)
+            }
         }
         return ports
     }
 
-    private func waitForPort(_ port: Int, seconds: Double) throws {
+    /// Waits until something accepts on `port`, while `process` runs; false if it never does.
+    private static func waitForPort(_ port: Int, seconds: Double, while process: Process) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
+        while Date() < deadline, process.isRunning {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
@@ -205,10 +230,10 @@ public final class LocalCluster: @unchecked Sendable {
                 p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
             }
             close(fd)
-            if ok { return }
+            if ok { return true }
             usleep(50_000)
         }
-        throw LocalClusterError("port \(port) did not open within \(seconds) s")
+        return false
     }
 }
 
