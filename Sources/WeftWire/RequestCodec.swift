@@ -54,6 +54,7 @@ public enum RequestCodec {
     /// Decodes a request frame; validates keys (UTF-8, length, NUL) and value sizes.
     public static func decode(_ frame: RawFrame, limits: StoreLimits) -> DecodedRequest {
         if let fast = FastDecode.request(frame, limits: limits) { return fast }
+        if let fast = FastDecode.replicateRequest(frame, limits: limits) { return fast }
         return decodeWithGeneratedCode(frame, limits: limits)
     }
 
@@ -161,6 +162,9 @@ extension ByteBuffer {
             return
         case .state(.put(let key, let value, let ifVersion, let lease)):
             writePutRequestFast(id: id, key: key, value: value, ifVersion: ifVersion, lease: lease, epoch: epoch)
+            return
+        case .replicate(let message):
+            writeReplicateRequestFast(id: id, epoch: epoch, message)
             return
         default:
             break

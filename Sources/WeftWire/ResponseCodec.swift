@@ -201,6 +201,11 @@ extension ByteBuffer {
 
     /// The answer to a `replicate` request.
     public mutating func writeReplicated(id: UInt64, revision: Revision) {
+        writeReplicatedFast(id: id, revision: revision)
+    }
+
+    /// The answer to a `replicate` request, through the generated code (tests compare).
+    public mutating func writeReplicatedWithGeneratedCode(id: UInt64, revision: Revision) {
         var r = Weft_V1_Response()
         r.id = id
         var m = Weft_V1_Replicated()
@@ -240,6 +245,7 @@ public enum ResponseCodec {
     /// Decodes a response frame (client side).
     public static func decode(_ frame: RawFrame) throws(WeftError) -> (id: UInt64, ClientResponse) {
         if let fast = FastDecode.response(frame) { return fast }
+        if let fast = FastDecode.replicatedResponse(frame) { return fast }
         return try decodeWithGeneratedCode(frame)
     }
 
