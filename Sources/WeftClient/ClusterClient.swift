@@ -125,6 +125,18 @@ public final class ClusterClient: Sendable {
         while true {
             if let m = map, let node = route(m), let address = m.address(of: node) {
                 do throws(WeftError) {
+                    let c = try client(address)
+                    // A node that cannot be reached has not seen the request: try elsewhere.
+                    try await c.ensureConnected()
+                } catch {
+                    lastError = error
+                    guard ContinuousClock.now < deadline else { throw lastError }
+                    try? await Task.sleep(for: .milliseconds(delayMs))
+                    delayMs = min(delayMs * 2, 200)
+                    await refresh()
+                    continue
+                }
+                do throws(WeftError) {
                     let response = try await client(address).send(request, epoch: m.epoch, timeoutMs: nil)
                     if case .state(.failure(let e)) = response { throw e }
                     return response

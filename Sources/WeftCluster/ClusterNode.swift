@@ -184,15 +184,11 @@ public final class ClusterNode: Sendable {
     private func watchMap() async {
         while !Task.isCancelled {
             do {
-                let from: Int64
-                if let kv = try await etcd.get(prefix + "map") {
-                    if let map = Self.decodeMap(kv.value) { await adopt(map) }
-                    from = kv.modRevision + 1
-                } else {
-                    let (_, revision) = try await etcd.range(prefix: prefix + "map")
-                    from = revision + 1
-                }
-                let watch = try await etcd.watch(key: prefix + "map", fromRevision: from)
+                // One read gives both the map and the revision to watch from (two reads could
+                // miss a map published between them).
+                let (kvs, revision) = try await etcd.range(prefix: prefix + "map")
+                if let kv = kvs.first(where: { $0.key == prefix + "map" }), let map = Self.decodeMap(kv.value) { await adopt(map) }
+                let watch = try await etcd.watch(key: prefix + "map", fromRevision: revision + 1)
                 defer { watch.cancel() }
                 while !Task.isCancelled {
                     for event in try await watch.next() {

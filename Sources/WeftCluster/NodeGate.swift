@@ -184,7 +184,7 @@ public final class NodeGate: ClusterGate, Sendable {
                 completion(.failure(WeftError(.wrongEpoch, "node \(message.from) is not the predecessor of \(me) for shard \(s) in epoch \(map.epoch)")))
                 return
             }
-        case .snapshotBegin, .snapshotEntry, .snapshotEnd:
+        case .snapshotBegin, .snapshotEntry, .snapshotEnd, .snapshotDelta, .snapshotKeep:
             guard isCopySource else {
                 if epoch > map.epoch { stale(epoch) }
                 completion(.failure(WeftError(.wrongEpoch, "node \(me) is not copying shard \(s) from \(message.from) in epoch \(map.epoch)")))
@@ -222,21 +222,41 @@ public final class NodeGate: ClusterGate, Sendable {
         case .snapshotBegin:
             replication.beginCopy(shard: s)
             store.applyReplicated(.snapshotBegin(shard: s)) { result in completion(result.map { _ in 0 }) }
+        case .snapshotDelta:
+            replication.beginCopy(shard: s, delta: true)
+            completion(.success(store.shardRevision(s)))
         case .snapshotEntry:
             guard let entry = message.entry else {
                 completion(.failure(WeftError(.malformedRequest, "snapshot entry without an entry")))
                 return
             }
+            replication.noteCopied(shard: s, key: entry.key)
             store.applyReplicated(.snapshotEntry(entry)) { result in completion(result.map { _ in entry.version }) }
+        case .snapshotKeep:
+            guard let entry = message.entry else {
+                completion(.failure(WeftError(.malformedRequest, "snapshot keep without an entry")))
+                return
+            }
+            replication.noteCopied(shard: s, key: entry.key)
+            store.applyReplicated(.snapshotKeep(key: entry.key, version: entry.version)) { result in completion(result.map { _ in entry.version }) }
         case .snapshotEnd:
             let copied = self.copied
             let since = join?.since ?? 0
-            store.applyReplicated(.snapshotEnd(shard: s, revision: message.revision)) { result in
-                if case .success = result {
-                    replication.endCopy(shard: s, revision: message.revision)
-                    copied(s, since)
+            let store = self.store
+            let finish: @Sendable () -> Void = {
+                store.applyReplicated(.snapshotEnd(shard: s, revision: message.revision)) { result in
+                    if case .success = result {
+                        replication.endCopy(shard: s, revision: message.revision)
+                        copied(s, since)
+                    }
+                    completion(result.map { _ in message.revision })
                 }
-                completion(result.map { _ in message.revision })
+            }
+            if let seen = replication.takeCopySeen(shard: s) {
+                // A delta copy: what this node holds that the copy did not name is gone.
+                store.applyReplicated(.snapshotPrune(shard: s, keep: seen)) { _ in finish() }
+            } else {
+                finish()
             }
         }
     }
@@ -303,7 +323,8 @@ public final class NodeGate: ClusterGate, Sendable {
             chains: map?.chains ?? [], joining: map?.joining ?? [],
             headOf: map.map { m in (0..<m.shardCount).filter { m.head($0) == me } } ?? [],
             tailOf: map.map { m in (0..<m.shardCount).filter { m.tail($0) == me && readable[$0] } } ?? [],
-            pendingChanges: lag.reduce(0, +), maxShardLag: lag.max() ?? 0)
+            pendingChanges: lag.reduce(0, +), maxShardLag: lag.max() ?? 0,
+            copyEntriesSent: replication.copyCounts.entries, copyKeysKept: replication.copyCounts.kept)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return (try? encoder.encode(status)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
@@ -329,4 +350,7 @@ public struct NodeStatus: Codable, Sendable {
     /// Changes this node sent down its chains that are not yet acknowledged (replication lag).
     public var pendingChanges: Int
     public var maxShardLag: Int
+    /// Shard copies this node sent: entries sent whole, and keys a delta copy only confirmed.
+    public var copyEntriesSent: Int
+    public var copyKeysKept: Int
 }

@@ -46,6 +46,13 @@ public final class Replication: ChangeLog, Sendable {
         var fenceEpoch: UInt64?
         var follower: Follower?
         var followerRestart = false
+        /// The next copy to the follower tries a delta first (it may hold most of the shard:
+        /// a node restarted with --data); after a delta fails, a full copy.
+        var copyDelta = true
+        /// A delta copy waits for the follower's shard revision.
+        var copyInFlight = false
+        /// Receiving a delta copy: the keys it named (the rest is deleted at its end).
+        var copySeen: Set<String>?
         /// Receiving a copy of the shard: its entries are logged locally only.
         var copying = false
         var draining = false
@@ -234,7 +241,10 @@ public final class Replication: ChangeLog, Sendable {
 
     private func followerFailed(shard s: Int, follower: Follower, error: WeftError) {
         shards[s].withLock { st in
-            if st.follower == follower { st.followerRestart = true }
+            guard st.follower == follower else { return }
+            st.followerRestart = true
+            // A delta the follower could not match (it lacked a key it was told to keep): copy all.
+            if error.code == .versionMismatch { st.copyDelta = false }
         }
         logger.debug("copy to a joining node failed; will restart", metadata: ["shard": "\(s)", "node": "\(follower.id)", "error": "\(error)"])
     }
@@ -384,6 +394,7 @@ public final class Replication: ChangeLog, Sendable {
                 if follower != st.follower {
                     st.follower = follower
                     st.followerRestart = follower != nil
+                    st.copyDelta = true
                 }
                 return holds
             }
@@ -399,7 +410,7 @@ public final class Replication: ChangeLog, Sendable {
     /// Called on every map change and periodically.
     func pump() {
         for s in 0..<shardCount {
-            let copy: Follower? = shards[s].withLock { st in
+            let copy: (Follower, Bool)? = shards[s].withLock { st in
                 if st.cachedUntil.count > 1024 { sweepCacheLeases(&st) }
                 if st.resend, let successor = st.successor, st.streamHeldUntil == 0 || nowMs() >= st.streamHeldUntil {
                     if peers.isConnected(successor) {
@@ -424,30 +435,76 @@ public final class Replication: ChangeLog, Sendable {
                         peers.prepare(successor)
                     }
                 }
-                guard st.followerRestart, let f = st.follower else { return nil }
+                guard st.followerRestart, !st.copyInFlight, let f = st.follower else { return nil }
                 if !peers.isConnected(f.address) {
                     peers.prepare(f.address)
                     return nil
                 }
-                return f
+                if st.copyDelta {
+                    st.copyInFlight = true
+                    st.followerRestart = false
+                }
+                return (f, st.copyDelta)
             }
-            if let copy { startCopy(shard: s, to: copy) }
+            if let (follower, delta) = copy {
+                if delta { startDeltaCopy(shard: s, to: follower) } else { startCopy(shard: s, to: follower, since: nil) }
+            }
         }
     }
 
-    /// Sends the joining node a snapshot of the shard; every later change follows on the same
-    /// connection (the snapshot is taken and queued under the store's shard lock, which every
-    /// change also holds while it is sent).
-    private func startCopy(shard s: Int, to follower: Follower) {
+    /// Asks the joining node for its shard revision, then copies the shard as a delta: entries
+    /// newer than that in full, older ones as "keep" (it checks it holds them), the rest of
+    /// what it holds is deleted. A restarted node with --data so catches up instead of
+    /// receiving everything again.
+    private func startDeltaCopy(shard s: Int, to follower: Follower) {
+        let epoch = shards[s].withLock { $0.epoch }
+        peers.send(ReplicationMessage(shard: s, from: me, kind: .snapshotDelta), to: follower.address, epoch: epoch) { result in
+            self.loop.execute {
+                switch result {
+                case .success(let revision):
+                    self.startCopy(shard: s, to: follower, since: revision)
+                case .failure(let error):
+                    self.shards[s].withLock { st in
+                        st.copyInFlight = false
+                        if st.follower == follower {
+                            st.followerRestart = true
+                            // An older node that does not know delta copies: copy all.
+                            if error.code == .malformedRequest || error.code == .invalidArgument { st.copyDelta = false }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the joining node a snapshot of the shard (`since`: a delta against what it holds up
+    /// to that revision; nil: all of it, replacing what it holds); every later change follows
+    /// on the same connection (the snapshot is taken and queued under the store's shard lock,
+    /// which every change also holds while it is sent).
+    private func startCopy(shard s: Int, to follower: Follower, since: Revision?) {
         guard let store else { return }
         let sent: Int? = store.withShardSnapshot(s) { entries, revision in
             shards[s].withLock { st -> Int? in
-                guard st.followerRestart, st.follower == follower else { return nil }
+                if since != nil {
+                    st.copyInFlight = false
+                    guard st.follower == follower else { return nil }
+                } else {
+                    guard st.followerRestart, st.follower == follower else { return nil }
+                }
                 st.followerRestart = false
                 let epoch = st.epoch
-                sendToFollower(ReplicationMessage(shard: s, from: me, kind: .snapshotBegin), shard: s, follower: follower, epoch: epoch)
+                if since == nil {
+                    sendToFollower(ReplicationMessage(shard: s, from: me, kind: .snapshotBegin), shard: s, follower: follower, epoch: epoch)
+                }
                 for kv in entries {
-                    sendToFollower(ReplicationMessage(shard: s, from: me, kind: .snapshotEntry, entry: kv), shard: s, follower: follower, epoch: epoch)
+                    if let since, kv.version <= since {
+                        stats.copyKept.add(1, ordering: .relaxed)
+                        let keep = KeyValue(key: kv.key, value: [], version: kv.version, createRevision: kv.createRevision)
+                        sendToFollower(ReplicationMessage(shard: s, from: me, kind: .snapshotKeep, entry: keep), shard: s, follower: follower, epoch: epoch)
+                    } else {
+                        stats.copyEntries.add(1, ordering: .relaxed)
+                        sendToFollower(ReplicationMessage(shard: s, from: me, kind: .snapshotEntry, entry: kv), shard: s, follower: follower, epoch: epoch)
+                    }
                 }
                 sendToFollower(
                     ReplicationMessage(shard: s, from: me, kind: .snapshotEnd, revision: max(revision, st.last)),
@@ -455,15 +512,39 @@ public final class Replication: ChangeLog, Sendable {
                 return entries.count
             }
         }
-        if let sent { logger.info("copying shard to a joining node", metadata: ["shard": "\(s)", "node": "\(follower.id)", "keys": "\(sent)"]) }
+        if let sent {
+            logger.info("copying shard to a joining node", metadata: [
+                "shard": "\(s)", "node": "\(follower.id)", "keys": "\(sent)", "delta": "\(since.map { "since \($0)" } ?? "no")",
+            ])
+        }
     }
 
     // MARK: receiving a copy
 
-    func beginCopy(shard s: Int) {
+    /// A copy of the shard starts arriving (`delta`: against what this node holds).
+    func beginCopy(shard s: Int, delta: Bool = false) {
         shards[s].withLock { st in
             st.copying = true
             st.last = 0
+            st.copySeen = delta ? [] : nil
+        }
+    }
+
+    /// Notes a key a delta copy named; false when no delta copy runs.
+    @discardableResult
+    func noteCopied(shard s: Int, key: String) -> Bool {
+        shards[s].withLock { st in
+            guard st.copySeen != nil else { return false }
+            st.copySeen!.insert(key)
+            return true
+        }
+    }
+
+    /// The keys a delta copy named, and the end of that bookkeeping.
+    func takeCopySeen(shard s: Int) -> Set<String>? {
+        shards[s].withLock { st in
+            defer { st.copySeen = nil }
+            return st.copySeen
         }
     }
 
@@ -480,10 +561,15 @@ public final class Replication: ChangeLog, Sendable {
     func pendingCounts() -> [Int] { shards.map { $0.withLock { $0.pending.count } } }
 
     var sentCount: Int { stats.sent.load(ordering: .relaxed) }
+    /// Entries sent whole in shard copies, and keys a delta copy only confirmed.
+    var copyCounts: (entries: Int, kept: Int) { (stats.copyEntries.load(ordering: .relaxed), stats.copyKept.load(ordering: .relaxed)) }
 }
 
 final class ReplicationStats: Sendable {
     let sent = Atomic<Int>(0)
+    /// Shard copies sent to joining nodes: entries sent whole, and keys only confirmed (delta).
+    let copyEntries = Atomic<Int>(0)
+    let copyKept = Atomic<Int>(0)
 }
 
 /// A value under its own lock, in a class so that many of them fit in an array.

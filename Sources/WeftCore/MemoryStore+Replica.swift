@@ -10,6 +10,10 @@ public enum ReplicaApply: Sendable, Equatable {
     case snapshotEntry(KeyValue)
     /// The copy is complete up to `revision`.
     case snapshotEnd(shard: Int, revision: Revision)
+    /// A delta copy: the key must be here at exactly this version (`versionMismatch` if not).
+    case snapshotKeep(key: String, version: Revision)
+    /// A delta copy ends: the shard's keys not in `keep` are deleted (logged, no watch events).
+    case snapshotPrune(shard: Int, keep: Set<String>)
 }
 
 extension MemoryStore {
@@ -46,6 +50,30 @@ extension MemoryStore {
                 return .put(KeyValue(key: kv.key, value: kv.value, version: kv.version, createRevision: kv.createRevision),
                             response: .written(version: kv.version, length: UInt64(kv.value.count)))
             }
+        case .snapshotKeep(let key, let version):
+            completion(Result { () throws(WeftError) in
+                let have = try read(key) { $0?.version ?? 0 }
+                guard have == version else { throw .versionMismatch(key, expected: version, actual: have) }
+                return .written(version: version, length: 0)
+            })
+        case .snapshotPrune(let index, let keep):
+            guard index >= 0, index < shardCount else {
+                completion(.failure(WeftError(.invalidArgument, "no shard \(index)")))
+                return
+            }
+            let stale = shards[index].state.withLock { state in state.entries.keys.map(\.string).filter { !keep.contains($0) } }
+            for key in stale {
+                mutate(key, completion: { _ in }, validated: true, publish: false) { (state, byteKey, takeRevision) throws(WeftError) in
+                    guard let old = state.remove(byteKey) else { throw .notFound(key) }
+                    if old.lease != 0 { leases.withLock { $0.move(byteKey, from: old.lease, to: 0) } }
+                    let revision = takeRevision()
+                    return AppliedMutation(
+                        change: .delete(key: key, revision: revision),
+                        event: WatchEvent(kind: .delete, kv: KeyValue(key: key, value: [], version: revision, createRevision: 0)),
+                        response: .written(version: revision, length: 0))
+                }
+            }
+            completion(.success(.written(version: UInt64(stale.count), length: 0)))
         case .snapshotEnd(let index, let revision):
             guard index >= 0, index < shardCount else {
                 completion(.failure(WeftError(.invalidArgument, "no shard \(index)")))

@@ -18,6 +18,11 @@ public struct ReplicationMessage: Sendable, Equatable {
         case snapshotEnd
         /// Everything the sender acknowledged before moving to the request's epoch has been sent.
         case fence
+        /// A copy starts against what the receiver holds: it keeps its data and answers with its
+        /// shard revision; then come entries newer than that, `snapshotKeep`s, and the end.
+        case snapshotDelta
+        /// A key of the copy that the receiver should hold at `entry.version` (no value).
+        case snapshotKeep
     }
 
     public var shard: Int
@@ -53,6 +58,8 @@ extension ReplicationMessage.Kind {
         case .snapshotEntry: self = .snapshotEntry
         case .snapshotEnd: self = .snapshotEnd
         case .fence: self = .fence
+        case .snapshotDelta: self = .snapshotDelta
+        case .snapshotKeep: self = .snapshotKeep
         case .unspecified, .UNRECOGNIZED: throw WeftError(.malformedRequest, "replicate carries an unknown kind")
         }
     }
@@ -65,6 +72,8 @@ extension ReplicationMessage.Kind {
         case .snapshotEntry: .snapshotEntry
         case .snapshotEnd: .snapshotEnd
         case .fence: .fence
+        case .snapshotDelta: .snapshotDelta
+        case .snapshotKeep: .snapshotKeep
         }
     }
 }
@@ -82,7 +91,7 @@ extension RequestCodec {
             entry = KeyValue(key: key, value: value, version: m.entry.version, createRevision: m.entry.createRevision, lease: m.entry.lease)
         }
         switch kind {
-        case .put, .delete, .snapshotEntry:
+        case .put, .delete, .snapshotEntry, .snapshotKeep:
             guard entry != nil else { throw WeftError(.malformedRequest, "replicate \(kind) carries no entry") }
         default: break
         }

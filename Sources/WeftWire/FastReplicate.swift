@@ -74,6 +74,8 @@ extension ReplicationMessage.Kind {
         case .snapshotEntry: 4
         case .snapshotEnd: 5
         case .fence: 6
+        case .snapshotDelta: 7
+        case .snapshotKeep: 8
         }
     }
 
@@ -85,6 +87,8 @@ extension ReplicationMessage.Kind {
         case 4: self = .snapshotEntry
         case 5: self = .snapshotEnd
         case 6: self = .fence
+        case 7: self = .snapshotDelta
+        case 8: self = .snapshotKeep
         default: return nil
         }
     }
@@ -167,7 +171,7 @@ extension FastDecode {
                 }
             }
             switch kind {
-            case .put, .delete, .snapshotEntry:
+            case .put, .delete, .snapshotEntry, .snapshotKeep:
                 guard entry != nil else { return .invalid(id: requestID, WeftError(.malformedRequest, "replicate \(kind) carries no entry")) }
             default: break
             }

@@ -1180,6 +1180,12 @@ public nonisolated struct Weft_V1_Replicate: Sendable {
 
     /// everything before this was sent in or before `epoch` (Request.epoch)
     case fence // = 6
+
+    /// a copy starts against what the receiver holds (a restarted node with
+    case snapshotDelta // = 7
+
+    /// --data): it keeps its data and answers with its shard revision
+    case snapshotKeep // = 8
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -1195,6 +1201,8 @@ public nonisolated struct Weft_V1_Replicate: Sendable {
       case 4: self = .snapshotEntry
       case 5: self = .snapshotEnd
       case 6: self = .fence
+      case 7: self = .snapshotDelta
+      case 8: self = .snapshotKeep
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -1208,6 +1216,8 @@ public nonisolated struct Weft_V1_Replicate: Sendable {
       case .snapshotEntry: return 4
       case .snapshotEnd: return 5
       case .fence: return 6
+      case .snapshotDelta: return 7
+      case .snapshotKeep: return 8
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -1221,6 +1231,8 @@ public nonisolated struct Weft_V1_Replicate: Sendable {
       .snapshotEntry,
       .snapshotEnd,
       .fence,
+      .snapshotDelta,
+      .snapshotKeep,
     ]
 
   }
@@ -3415,7 +3427,7 @@ nonisolated extension Weft_V1_Replicate: SwiftProtobuf.Message, SwiftProtobuf._M
 }
 
 nonisolated extension Weft_V1_Replicate.Kind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}PUT\0\u{1}DELETE\0\u{1}SNAPSHOT_BEGIN\0\u{1}SNAPSHOT_ENTRY\0\u{1}SNAPSHOT_END\0\u{1}FENCE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}PUT\0\u{1}DELETE\0\u{1}SNAPSHOT_BEGIN\0\u{1}SNAPSHOT_ENTRY\0\u{1}SNAPSHOT_END\0\u{1}FENCE\0\u{1}SNAPSHOT_DELTA\0\u{1}SNAPSHOT_KEEP\0")
 }
 
 nonisolated extension Weft_V1_Replicated: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
