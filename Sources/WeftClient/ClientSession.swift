@@ -38,6 +38,8 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
     private var flushQueued = false
     private var reader = FrameReader(limits: FrameLimits(frameBytesMax: Int(Int32.max)))
     private let open = Atomic<Bool>(true)
+    private let outbox = Mutex<[OutboundRequest]>([])
+    private let drainScheduled = Atomic<Bool>(false)
 
     /// Attaches a session to `link`; on the link's loop, before any input.
     static func attach(to link: any FrameLink) -> ClientSession {
@@ -60,14 +62,28 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
 
     var eventLoop: any EventLoop { link.eventLoop }
 
-    /// Sends a request from any thread.
+    /// Sends a request from any thread. Requests go out in the order `submit` was called, also
+    /// when callers on the link's loop and on other threads interleave (a chain's replication
+    /// stream depends on it): every request passes through one queue, drained on the loop.
     func submit(_ out: OutboundRequest) {
         let loop = link.eventLoop
+        outbox.withLock { $0.append(out) }
         if loop.inEventLoop {
-            send(out)
-        } else {
-            loop.execute { self.send(out) }
+            drainOutbox()
+        } else if !drainScheduled.exchange(true, ordering: .acquiringAndReleasing) {
+            loop.execute {
+                self.drainScheduled.store(false, ordering: .releasing)
+                self.drainOutbox()
+            }
         }
+    }
+
+    private func drainOutbox() {
+        let items = outbox.withLock { q in
+            defer { q.removeAll(keepingCapacity: true) }
+            return q
+        }
+        for out in items { send(out) }
     }
 
     private func send(_ out: OutboundRequest) {

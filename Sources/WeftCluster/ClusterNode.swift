@@ -75,7 +75,7 @@ public final class ClusterNode: Sendable {
         let box = WeakNode()
         self.gate = NodeGate(
             me: options.id, store: store, replication: replication, logger: logger,
-            serving: { box.node?.isServing ?? false },
+            serving: { box.node?.isServingFast ?? false },
             stale: { _ in box.node?.refreshMap() },
             copied: { shard, since in box.node?.reportCopied(shard: shard, since: since) })
         box.node = self
@@ -91,6 +91,22 @@ public final class ClusterNode: Sendable {
         }
         guard let lease else { return false }
         return gate.map?.nodes[options.id]?.incarnation == lease
+    }
+
+    /// Until when (monotonic ms) the node surely serves: its lease's validity while the map
+    /// knows this life of it, 0 otherwise. Kept by `refreshServing` (on every pump tick and
+    /// membership change) so that each request pays one clock read, not three locks.
+    private let servingUntilMs = Atomic<Int64>(0)
+
+    var isServingFast: Bool { EtcdSession.monotonicNowMs() < servingUntilMs.load(ordering: .acquiring) }
+
+    func refreshServing() {
+        let until: Int64 = state.withLock { s in
+            guard !s.stopped, let session = s.session, session.isValid,
+                  gate.map?.nodes[options.id]?.incarnation == session.leaseID else { return 0 }
+            return session.validUntilMs
+        }
+        servingUntilMs.store(until, ordering: .releasing)
     }
 
     /// True while this node is the elected coordinator.
@@ -112,6 +128,7 @@ public final class ClusterNode: Sendable {
 
     /// Leaves the cluster: revokes the lease (the coordinator then moves the node's shards).
     public func stop() async {
+        servingUntilMs.store(0, ordering: .releasing)
         let (tasks, session) = state.withLock { s in
             s.stopped = true
             return (s.tasks, s.session)
@@ -139,6 +156,7 @@ public final class ClusterNode: Sendable {
         var session = first
         while !Task.isCancelled {
             await session.lost()
+            servingUntilMs.store(0, ordering: .releasing)
             if Task.isCancelled || state.withLock({ $0.stopped }) { return }
             logger.warning("cluster membership lost; registering again", metadata: ["reason": "\(session.lossReason.map { "\($0)" } ?? "unknown")"])
             while !Task.isCancelled {
@@ -170,6 +188,7 @@ public final class ClusterNode: Sendable {
 
     private func adopt(_ map: ShardMap) async {
         if gate.adopt(map) {
+            refreshServing()
             logger.info("serving by a new shard map", metadata: ["epoch": "\(map.epoch)"])
             await acknowledge(map.epoch)
         }
@@ -214,8 +233,9 @@ public final class ClusterNode: Sendable {
 
     private func pumpLoop() async {
         while !Task.isCancelled {
+            refreshServing()
             replication.pump()
-            try? await Task.sleep(for: .milliseconds(20))
+            try? await Task.sleep(for: .milliseconds(10))
         }
     }
 
