@@ -276,6 +276,16 @@ public final class NodeGate: ClusterGate, Sendable {
     private func tailRead(
         _ key: String, shard s: Int, lease: Bool, _ completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void
     ) {
+        // Checked again here: a read that waited for a held write may find the map changed.
+        guard serving() else {
+            completion(.failure(Self.notServing))
+            return
+        }
+        let (map, readable) = view.withLock { ($0.map, $0.readable) }
+        guard let map, s < map.shardCount, map.tail(s) == me, readable.indices.contains(s), readable[s] else {
+            completion(.failure(WeftError(.wrongEpoch, "node \(me) is no longer the tail of shard \(s)")))
+            return
+        }
         let replication = self.replication
         enum Outcome { case value(KeyValue, UInt32), absent, held }
         let outcome: Outcome

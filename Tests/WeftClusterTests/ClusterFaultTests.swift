@@ -161,9 +161,10 @@ import WeftTestKit
         #expect(lost.isEmpty, "acknowledged writes lost (seed \(seed)): \(lost)")
     }
 
-    /// Waits until the map has `nodes` members, full chains and no copy running.
+    /// Waits until the map has `nodes` members, full chains and no copy running (bounded
+    /// generously: a loaded CI machine copies slowly).
     func settle(_ client: ClusterClient, nodes: Int) async throws {
-        let deadline = ContinuousClock.now + .seconds(60)
+        let deadline = ContinuousClock.now + .seconds(120)
         while ContinuousClock.now < deadline {
             await client.refresh()
             if let m = client.map, m.nodes.count == nodes, m.joining.allSatisfy({ $0 == nil }),
@@ -172,7 +173,7 @@ import WeftTestKit
             }
             try await Task.sleep(for: .milliseconds(100))
         }
-        Issue.record("the cluster did not settle within 60 s: \(String(describing: client.map))")
+        Issue.record("the cluster did not settle within 120 s: \(String(describing: client.map))")
         throw WeftError(.timeout, "cluster did not settle")
     }
 }
@@ -227,7 +228,17 @@ final class Counter: @unchecked Sendable {
         var entries = 0, kept = 0
         for (i, address) in cluster.addresses.enumerated() where cluster.isRunning(i) {
             let (host, port) = try WeftClient.parseAddress(address)
-            let c = try await WeftClient.connect(host: host, port: port)
+            var client: WeftClient?
+            for attempt in 1...20 {
+                do {
+                    client = try await WeftClient.connect(host: host, port: port)
+                    break
+                } catch {
+                    if attempt == 20 { throw error }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+            }
+            let c = client!
             let (_, info) = try await c.status()
             await c.close()
             let status = try JSONDecoder().decode(NodeStatus.self, from: Data(info.cluster.utf8))
