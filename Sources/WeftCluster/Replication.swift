@@ -551,7 +551,7 @@ public final class Replication: ChangeLog, Sendable {
     func endCopy(shard s: Int, revision: Revision) {
         shards[s].withLock { st in
             st.copying = false
-            st.last = max(st.last, revision)
+            st.last = revision
         }
     }
 

@@ -80,7 +80,10 @@ extension MemoryStore {
                 return
             }
             let now = shards[index].state.withLock { state in
-                state.revision = max(state.revision, revision)
+                // After a copy the shard is exactly the source's at `revision`: a higher revision
+                // left from writes this node made before (and that were never committed) would
+                // make it take the source's next changes for duplicates and skip them.
+                state.revision = revision
                 return state.revision
             }
             raiseRevision(to: revision)
