@@ -26,7 +26,7 @@ public final class ClusterNode: Sendable {
 
         public init(
             etcd: [String], cluster: String = "weft", id: String, advertise: String, http: String = "",
-            shardCount: Int = 64, replicas: Int = 3, leaseTTLSeconds: Int64 = 2, cacheLeaseMs: Int64 = 1_000
+            shardCount: Int = 64, replicas: Int = 3, leaseTTLSeconds: Int64 = 2, cacheLeaseMs: Int64 = 0
         ) {
             self.cacheLeaseMs = cacheLeaseMs
             self.etcd = etcd

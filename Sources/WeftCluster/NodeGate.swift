@@ -185,7 +185,7 @@ public final class NodeGate: ClusterGate, Sendable {
                 return
             }
         case .snapshotBegin, .snapshotEntry, .snapshotEnd, .snapshotDelta, .snapshotKeep:
-            guard isCopySource else {
+            guard isCopySource, !map.chains[s].contains(me) else {
                 if epoch > map.epoch { stale(epoch) }
                 completion(.failure(WeftError(.wrongEpoch, "node \(me) is not copying shard \(s) from \(message.from) in epoch \(map.epoch)")))
                 return
@@ -223,6 +223,12 @@ public final class NodeGate: ClusterGate, Sendable {
             replication.beginCopy(shard: s)
             store.applyReplicated(.snapshotBegin(shard: s)) { result in completion(result.map { _ in 0 }) }
         case .snapshotDelta:
+            // Only a node whose data survived on disk catches up by delta; one that kept its
+            // memory through a lost lease may hold writes that were never committed.
+            guard replication.isDurable else {
+                completion(.failure(WeftError(.invalidArgument, "node \(me) is not durable: copy the whole shard")))
+                return
+            }
             replication.beginCopy(shard: s, delta: true)
             completion(.success(store.shardRevision(s)))
         case .snapshotEntry:

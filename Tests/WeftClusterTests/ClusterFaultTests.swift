@@ -5,10 +5,11 @@ import WeftCore
 import WeftCluster
 import WeftTestKit
 
-/// Jepsen-style: concurrent clients put, CAS and get a few keys (some through the coherent
-/// cache) while a nemesis kills (SIGKILL) and restarts nodes and pauses them (SIGSTOP: the
-/// node is cut off from everyone); the history must be linearizable and no acknowledged
-/// write may be lost. Seeded: WEFT_TEST_SEED replays a run.
+/// Jepsen-style: concurrent clients put, CAS and get a few keys while a nemesis kills
+/// (SIGKILL) and restarts nodes and pauses them (SIGSTOP: the node is cut off from everyone);
+/// the history must be linearizable and no acknowledged write may be lost. Seeded:
+/// WEFT_TEST_SEED replays a run. The coherent cache (experimental, off by default) is not in
+/// this run.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct ClusterFaultTests {
     static let keys = ["k0", "k1", "k2", "k3"]
 
@@ -63,7 +64,7 @@ import WeftTestKit
         let ops = Counter()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for process in 0..<6 {
-                let cached = process >= 4
+                let cached = false
                 group.addTask {
                     let client = try await ClusterClient.connect(
                         seeds: cluster.addresses,

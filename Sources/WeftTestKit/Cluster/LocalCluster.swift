@@ -16,6 +16,8 @@ public final class LocalCluster: @unchecked Sendable {
         public var leaseTTLSeconds: Int
         public var durable: Bool
         public var logLevel: String
+        /// Extra `weft node` arguments (e.g. `--cache-lease-ms 1000`).
+        public var extraArguments: [String] = []
         public init(nodes: Int = 3, replicas: Int = 3, shards: Int = 64, leaseTTLSeconds: Int = 2, durable: Bool = false, logLevel: String = "info") {
             self.nodes = nodes
             self.replicas = replicas
@@ -85,6 +87,7 @@ public final class LocalCluster: @unchecked Sendable {
             "--log-level", options.logLevel,
         ]
         if options.durable { args += ["--data", directory + "/data\(i)"] }
+        args += options.extraArguments
         return args
     }
 
