@@ -19,31 +19,6 @@ public struct ClusterTarget: BenchTarget {
     }
 
     public func makeClient() async throws -> any BenchClient {
-        ClusterBenchClient(client: try await ClusterClient.connect(seeds: seeds, options: .init(cacheEntriesMax: cached ? 100_000 : 0)))
-    }
-}
-
-final class ClusterBenchClient: BenchClient {
-    let client: ClusterClient
-
-    init(client: ClusterClient) {
-        self.client = client
-    }
-
-    func get(_ key: String) async throws -> Int {
-        do {
-            return try await client.get(key).value.count
-        } catch {
-            if error.code == .notFound { return 0 }
-            throw error
-        }
-    }
-
-    func put(_ key: String, _ value: [UInt8]) async throws {
-        try await client.put(key, value)
-    }
-
-    func close() async {
-        await client.close()
+        WeftBenchClient(client: try await ClusterClient.connect(seeds: seeds, options: .init(cacheEntriesMax: cached ? 100_000 : 0)))
     }
 }

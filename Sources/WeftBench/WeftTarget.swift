@@ -48,10 +48,31 @@ public struct WeftTarget: WatchableBenchTarget {
     }
 }
 
-final class WeftBenchClient: BenchClient {
-    let client: WeftClient
+/// What the load generator needs of a Weft client: a single node's `WeftClient` or a
+/// cluster's `ClusterClient`.
+protocol WeftStateClient: Sendable {
+    func get(_ key: String) async throws(WeftError) -> KeyValue
+    func put(_ key: String, _ value: [UInt8]) async throws(WeftError)
+    func close() async
+}
 
-    init(client: WeftClient) {
+extension WeftClient: WeftStateClient {
+    func put(_ key: String, _ value: [UInt8]) async throws(WeftError) {
+        _ = try await put(key, value, ifVersion: nil, lease: 0)
+    }
+}
+
+extension ClusterClient: WeftStateClient {
+    func put(_ key: String, _ value: [UInt8]) async throws(WeftError) {
+        _ = try await put(key, value, ifVersion: nil)
+    }
+}
+
+/// A bench client over either kind of Weft client; an absent key reads as 0 bytes.
+final class WeftBenchClient<Client: WeftStateClient>: BenchClient {
+    let client: Client
+
+    init(client: Client) {
         self.client = client
     }
 
@@ -65,7 +86,7 @@ final class WeftBenchClient: BenchClient {
     }
 
     func put(_ key: String, _ value: [UInt8]) async throws {
-        _ = try await client.put(key, value)
+        try await client.put(key, value)
     }
 
     func close() async {
