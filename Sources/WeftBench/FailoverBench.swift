@@ -20,7 +20,7 @@ public struct FailoverBench {
         let client = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 200))
         defer { Task { await client.close() } }
         for run in 0..<runs {
-            try await settle(client, cluster: cluster, replicas: replicas)
+            try await client.awaitSettled(nodes: cluster.addresses.count, timeoutMs: 60_000)
             guard let map = client.map else { throw WeftError(.unavailable, "no shard map") }
             let key = "failover/\(run)"
             let s = map.shard(of: key)
@@ -49,19 +49,5 @@ public struct FailoverBench {
         return BenchResult(
             system: "weft", op: "failover", valueBytes: 0, clients: 1, opsPerSec: 0,
             p50Us: summary.p50Us.rounded(), p99Us: summary.p99Us.rounded(), replicas: replicas)
-    }
-
-    /// Waits until every chain has `replicas` nodes and no copy runs.
-    private func settle(_ client: ClusterClient, cluster: LocalCluster, replicas: Int) async throws {
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            await client.refresh()
-            if let m = client.map, m.nodes.count == cluster.addresses.count,
-               m.chains.allSatisfy({ $0.count == min(replicas, m.nodes.count) }), m.joining.allSatisfy({ $0 == nil }) {
-                return
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw WeftError(.timeout, "the cluster did not settle within 60 s")
     }
 }

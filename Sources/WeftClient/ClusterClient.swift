@@ -114,6 +114,20 @@ public final class ClusterClient: Sendable {
         }
     }
 
+    /// Waits, refreshing the map, until it is settled with `nodes` members (see
+    /// `ShardMap.isSettled`); `timeout` if that takes longer than `timeoutMs`.
+    public func awaitSettled(nodes: Int, timeoutMs: Int64) async throws(WeftError) {
+        let deadline = ContinuousClock.now + .milliseconds(timeoutMs)
+        while true {
+            await refresh()
+            if map?.isSettled(nodes: nodes) == true { return }
+            guard ContinuousClock.now < deadline else {
+                throw WeftError(.timeout, "the cluster did not settle within \(timeoutMs) ms: \(String(describing: map))")
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
     /// Runs `request` on the node `route` picks in the current map, refreshing the map and
     /// retrying on `wrongEpoch` (and, for reads, on `unavailable`) until the deadline.
     private func routed(

@@ -84,14 +84,7 @@ public final class ClusterNode: Sendable {
     /// True while the node's membership lease is surely valid and the map it serves by knows
     /// this life of it (after losing its lease and registering again, a node serves nothing
     /// until the coordinator has published a map that took it out of its old chains).
-    public var isServing: Bool {
-        let lease: Int64? = state.withLock { s in
-            guard !s.stopped, let session = s.session, session.isValid else { return nil }
-            return session.leaseID
-        }
-        guard let lease else { return false }
-        return gate.map?.nodes[options.id]?.incarnation == lease
-    }
+    public var isServing: Bool { servingDeadlineMs() > 0 }
 
     /// Until when (monotonic ms) the node surely serves: its lease's validity while the map
     /// knows this life of it, 0 otherwise. Kept by `refreshServing` (on every pump tick and
@@ -101,12 +94,17 @@ public final class ClusterNode: Sendable {
     var isServingFast: Bool { EtcdSession.monotonicNowMs() < servingUntilMs.load(ordering: .acquiring) }
 
     func refreshServing() {
-        let until: Int64 = state.withLock { s in
+        servingUntilMs.store(servingDeadlineMs(), ordering: .releasing)
+    }
+
+    /// The lease's validity deadline while the node serves by a map that knows this life of
+    /// it; 0 when it does not serve.
+    private func servingDeadlineMs() -> Int64 {
+        state.withLock { s in
             guard !s.stopped, let session = s.session, session.isValid,
                   gate.map?.nodes[options.id]?.incarnation == session.leaseID else { return 0 }
             return session.validUntilMs
         }
-        servingUntilMs.store(until, ordering: .releasing)
     }
 
     /// True while this node is the elected coordinator.

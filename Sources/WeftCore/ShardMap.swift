@@ -72,6 +72,12 @@ public struct ShardMap: Sendable, Equatable, Codable {
         return chains[shard][i + 1]
     }
 
+    /// True when the map has `nodes` members, every chain holds min(R, nodes) replicas and no
+    /// shard copy runs: the cluster has finished reacting to its last change.
+    public func isSettled(nodes count: Int) -> Bool {
+        nodes.count == count && joining.allSatisfy { $0 == nil } && chains.allSatisfy { $0.count == min(replicas, count) }
+    }
+
     /// The address of a node id, if it is a member.
     public func address(of node: String) -> String? { nodes[node]?.address }
 }

@@ -47,7 +47,7 @@ enum FastDecode {
     /// Reads a Request/Response envelope: field 1 (id) and exactly one of the given
     /// length-delimited fields; anything else → nil.
     /// With `epoch`, a request's field 2 (epoch) is accepted too and stored there.
-    private static func envelope(
+    static func envelope(
         _ r: inout ProtoReader, resultTags: [UInt64], epoch: UnsafeMutablePointer<UInt64?>? = nil
     ) -> (UInt64, (field: UInt64, range: Range<Int>))? {
         var id: UInt64?

@@ -17,7 +17,7 @@ extension ByteBuffer {
                 + ProtoWire.varintFieldSize(UInt64(bitPattern: e.lease))
                 + ProtoWire.varintFieldSize(UInt64(e.value.count))
         }
-        let kind = UInt64(m.kind.wireNumber)
+        let kind = UInt64(m.kind.wire.rawValue)
         var body = ProtoWire.varintFieldSize(UInt64(m.shard))
             + ProtoWire.bytesFieldSize(m.from.utf8.count)
             + ProtoWire.varintFieldSize(kind)
@@ -64,60 +64,15 @@ extension ByteBuffer {
     }
 }
 
-extension ReplicationMessage.Kind {
-    /// The enum's number in Proto/weft.proto.
-    var wireNumber: Int {
-        switch self {
-        case .put: 1
-        case .delete: 2
-        case .snapshotBegin: 3
-        case .snapshotEntry: 4
-        case .snapshotEnd: 5
-        case .fence: 6
-        case .snapshotDelta: 7
-        case .snapshotKeep: 8
-        }
-    }
-
-    init?(wireNumber: UInt64) {
-        switch wireNumber {
-        case 1: self = .put
-        case 2: self = .delete
-        case 3: self = .snapshotBegin
-        case 4: self = .snapshotEntry
-        case 5: self = .snapshotEnd
-        case 6: self = .fence
-        case 7: self = .snapshotDelta
-        case 8: self = .snapshotKeep
-        default: return nil
-        }
-    }
-}
-
 extension FastDecode {
     /// Reads `Request{id, epoch?, replicate}`: each known field at most once, nothing else.
     static func replicateRequest(_ frame: RawFrame, limits: StoreLimits) -> DecodedRequest? {
         frame.header.withUnsafeReadableBytes { raw -> DecodedRequest? in
             var r = ProtoReader(raw)
-            var id: UInt64?, epoch: UInt64?, body: Range<Int>?
-            while !r.atEnd {
-                guard let tag = r.varint() else { return nil }
-                switch tag {
-                case 0x08:
-                    guard id == nil, let v = r.varint() else { return nil }
-                    id = v
-                case 0x10:
-                    guard epoch == nil, let v = r.varint() else { return nil }
-                    epoch = v
-                case 322:
-                    guard body == nil, let range = r.lengthDelimited() else { return nil }
-                    body = range
-                default:
-                    return nil
-                }
-            }
-            guard let body else { return nil }
-            var m = r.sub(body)
+            var epoch: UInt64?
+            // Field 40 (replicate), length-delimited: tag 322.
+            guard let (id, body) = withUnsafeMutablePointer(to: &epoch, { envelope(&r, resultTags: [322], epoch: $0) }) else { return nil }
+            var m = r.sub(body.range)
             var fields: [UInt64?] = Array(repeating: nil, count: 7)
             var from: UnsafeRawBufferPointer?
             var entryRange: Range<Int>?
@@ -138,8 +93,9 @@ extension FastDecode {
                     return nil
                 }
             }
-            let requestID = id ?? 0
-            guard let kind = ReplicationMessage.Kind(wireNumber: fields[3] ?? 0) else { return nil }
+            let requestID = id
+            guard let wire = Weft_V1_Replicate.Kind(rawValue: Int(fields[3] ?? 0)),
+                  let kind = try? ReplicationMessage.Kind(wire: wire) else { return nil }
             guard let fromString = String(validating: from ?? UnsafeRawBufferPointer(start: nil, count: 0), as: UTF8.self) else { return nil }
             var entry: KeyValue?
             if let entryRange {
@@ -187,28 +143,14 @@ extension FastDecode {
         guard frame.payload.readableBytes == 0 else { return nil }
         return frame.header.withUnsafeReadableBytes { raw -> (UInt64, ClientResponse)? in
             var r = ProtoReader(raw)
-            var id: UInt64?, body: Range<Int>?
-            while !r.atEnd {
-                guard let tag = r.varint() else { return nil }
-                switch tag {
-                case 0x08:
-                    guard id == nil, let v = r.varint() else { return nil }
-                    id = v
-                case 322:
-                    guard body == nil, let range = r.lengthDelimited() else { return nil }
-                    body = range
-                default:
-                    return nil
-                }
-            }
-            guard let body else { return nil }
-            var m = r.sub(body)
+            guard let (id, body) = envelope(&r, resultTags: [322]) else { return nil }  // field 40 (replicated)
+            var m = r.sub(body.range)
             var revision: UInt64?
             while !m.atEnd {
                 guard let tag = m.varint(), tag == 0x08, revision == nil, let v = m.varint() else { return nil }
                 revision = v
             }
-            return (id ?? 0, .replicated(revision: revision ?? 0))
+            return (id, .replicated(revision: revision ?? 0))
         }
     }
 }

@@ -173,12 +173,7 @@ struct BenchState: AsyncParsableCommand {
         // Let both settle (first maps, copies) before measuring.
         for c in [one, many] {
             let client = try await ClusterClient.connect(seeds: c.addresses)
-            let deadline = ContinuousClock.now + .seconds(60)
-            while ContinuousClock.now < deadline {
-                await client.refresh()
-                if let m = client.map, m.nodes.count == nodes, m.joining.allSatisfy({ $0 == nil }), m.chains.allSatisfy({ $0.count == c.options.replicas }) { break }
-                try await Task.sleep(for: .milliseconds(100))
-            }
+            try? await client.awaitSettled(nodes: nodes, timeoutMs: 60_000)
             await client.close()
         }
         var results: [BenchResult] = []

@@ -165,17 +165,12 @@ import WeftTestKit
     /// Waits until the map has `nodes` members, full chains and no copy running (bounded
     /// generously: a loaded CI machine copies slowly).
     func settle(_ client: ClusterClient, nodes: Int) async throws {
-        let deadline = ContinuousClock.now + .seconds(120)
-        while ContinuousClock.now < deadline {
-            await client.refresh()
-            if let m = client.map, m.nodes.count == nodes, m.joining.allSatisfy({ $0 == nil }),
-               m.chains.allSatisfy({ $0.count == min(m.replicas, nodes) }) {
-                return
-            }
-            try await Task.sleep(for: .milliseconds(100))
+        do throws(WeftError) {
+            try await client.awaitSettled(nodes: nodes, timeoutMs: 120_000)
+        } catch {
+            Issue.record("\(error)")
+            throw error
         }
-        Issue.record("the cluster did not settle within 120 s: \(String(describing: client.map))")
-        throw WeftError(.timeout, "cluster did not settle")
     }
 }
 
