@@ -33,9 +33,6 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
     private var watches: [UInt64: WatchStream] = [:]
     private var sweep: RepeatedTask?
     private var failed: WeftError?
-    /// A flush is queued on the loop: requests submitted meanwhile share it (one syscall for a
-    /// burst of pipelined requests, e.g. a chain's replication stream under load).
-    private var flushQueued = false
     private var reader = FrameReader(limits: FrameLimits(frameBytesMax: Int(Int32.max)))
     private let open = Atomic<Bool>(true)
     private let outbox = Mutex<[OutboundRequest]>([])
@@ -84,6 +81,9 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
             return q
         }
         for out in items { send(out) }
+        // One flush for the batch: a burst of pipelined requests (a chain's replication stream
+        // under load) shares one syscall.
+        if !items.isEmpty { link.flush() }
     }
 
     private func send(_ out: OutboundRequest) {
@@ -105,13 +105,6 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
         var buffer = link.allocator.buffer(capacity: 96 + out.request.payloadBytes)
         buffer.writeRequest(id: id, out.request, epoch: out.epoch)
         link.write(buffer)
-        guard !flushQueued else { return }
-        flushQueued = true
-        let bound = NIOLoopBound(self, eventLoop: link.eventLoop)
-        link.eventLoop.execute {
-            bound.value.flushQueued = false
-            bound.value.link.flush()
-        }
     }
 
     // MARK: FrameLinkDelegate
@@ -208,6 +201,7 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
         link.eventLoop.execute {
             guard self.watches.removeValue(forKey: id) != nil else { return }
             self.send(OutboundRequest(request: .cancelWatch(watchID: id), reply: .none, deadline: .distantFuture))
+            self.link.flush()
         }
     }
 
