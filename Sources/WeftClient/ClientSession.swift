@@ -38,9 +38,13 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
     private let outbox = Mutex<[OutboundRequest]>([])
     private let drainScheduled = Atomic<Bool>(false)
 
+    /// Called (on the loop) when the server says a cached key must be dropped.
+    private var onInvalidate: (@Sendable (String) -> Void)?
+
     /// Attaches a session to `link`; on the link's loop, before any input.
-    static func attach(to link: any FrameLink) -> ClientSession {
+    static func attach(to link: any FrameLink, onInvalidate: (@Sendable (String) -> Void)? = nil) -> ClientSession {
         let session = ClientSession(link: link)
+        session.onInvalidate = onInvalidate
         link.setDelegate(session)
         let loop = link.eventLoop
         let bound = NIOLoopBound(session, eventLoop: loop)
@@ -65,9 +69,9 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
     func submit(_ out: OutboundRequest) {
         let loop = link.eventLoop
         outbox.withLock { $0.append(out) }
-        if loop.inEventLoop {
-            drainOutbox()
-        } else if !drainScheduled.exchange(true, ordering: .acquiringAndReleasing) {
+        // Drained by a task, also on the loop: requests submitted in one loop tick (a chain
+        // node forwarding the changes of a read batch) then share one write syscall.
+        if !drainScheduled.exchange(true, ordering: .acquiringAndReleasing) {
             loop.execute {
                 self.drainScheduled.store(false, ordering: .releasing)
                 self.drainOutbox()
@@ -146,8 +150,17 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
             return
         }
         if id == 0 {
-            // An error about the connection itself; the server closes it next.
-            if case .state(.failure(let error)) = response { failAll(error) }
+            switch response {
+            case .cacheInvalidate(let key, let seq):
+                // Drop the key first, then confirm: the writer waits for the confirmation.
+                onInvalidate?(key)
+                submit(OutboundRequest(request: .cacheAck(seq: seq), reply: .none, deadline: .distantFuture))
+            case .state(.failure(let error)):
+                // An error about the connection itself; the server closes it next.
+                failAll(error)
+            default:
+                break
+            }
             return
         }
         if let p = pending.removeValue(forKey: id) {

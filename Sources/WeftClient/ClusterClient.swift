@@ -75,6 +75,7 @@ public final class ClusterClient: Sendable {
         let made = WeftClient.lazy(
             host: host, port: port,
             options: .init(connections: options.connectionsPerNode, requestTimeoutMs: options.requestTimeoutMs, connectTimeoutMs: 1_000))
+        if let cache { made.invalidationHandler.withLock { $0 = { key in cache.invalidate(key) } } }
         return clients.withLock { all in
             if let c = all[address] { return c }
             all[address] = made
@@ -242,10 +243,11 @@ public final class ClusterClient: Sendable {
         if let cache {
             if let hit = cache.lookup(key) { return hit }
             let sentAt = ContinuousClock.now
+            let generation = cache.currentGeneration
             let response = try await routed(.cacheGet(key: key), retryUnavailable: true) { $0.tail($0.shard(of: key)) }
             guard case .cachedValue(let kv, let leaseMs) = response else { throw WeftError(.malformedRequest, "unexpected response") }
             // Cache for less than the lease: counted from before the request left, minus 10%.
-            if leaseMs > 0 { cache.store(kv, until: sentAt + .milliseconds(Int64(leaseMs) * 9 / 10)) }
+            if leaseMs > 0 { cache.store(kv, until: sentAt + .milliseconds(Int64(leaseMs) * 9 / 10), readGeneration: generation) }
             return kv
         }
         guard case .value(let kv) = try await execute(.get(key: key)) else { throw WeftError(.malformedRequest, "unexpected response") }

@@ -12,7 +12,9 @@ final class ValueCache: Sendable {
 
     let entriesMax: Int
     private let entries = Mutex<[String: Entry]>([:])
-    private let counters = Atomic<Int>(0)
+    /// Bumped by every invalidation: a value read before one is not stored after it (the
+    /// invalidation may have been for that very value).
+    private let generation = Atomic<UInt64>(0)
 
     init(entriesMax: Int) {
         self.entriesMax = entriesMax
@@ -29,9 +31,22 @@ final class ValueCache: Sendable {
         }
     }
 
-    /// Keeps `kv` until `until` (which must be before the tail's lease ends).
-    func store(_ kv: KeyValue, until: ContinuousClock.Instant) {
+    /// The generation to pass to `store` for a read about to be sent.
+    var currentGeneration: UInt64 { generation.load(ordering: .acquiring) }
+
+    /// Drops `key` because the server said so.
+    func invalidate(_ key: String) {
         entries.withLock { e in
+            generation.add(1, ordering: .acquiringAndReleasing)
+            e[key] = nil
+        }
+    }
+
+    /// Keeps `kv` until `until` (which must be before the tail's lease ends), unless an
+    /// invalidation came since `readGeneration`.
+    func store(_ kv: KeyValue, until: ContinuousClock.Instant, readGeneration: UInt64) {
+        entries.withLock { e in
+            guard generation.load(ordering: .acquiring) == readGeneration else { return }
             if e.count >= entriesMax, e[kv.key] == nil {
                 // Full: drop what has expired, else an arbitrary half.
                 let now = ContinuousClock.now

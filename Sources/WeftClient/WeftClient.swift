@@ -37,6 +37,8 @@ public final class WeftClient: Sendable {
     private let slots: [SessionSlot]
     /// Set when the server is a cluster node (see `connect(address:...)`).
     let router = Mutex<ClusterClient?>(nil)
+    /// Called when a server tells this client to drop a cached key (set before connecting).
+    let invalidationHandler = Mutex<(@Sendable (String) -> Void)?>(nil)
     private let next = Atomic<Int>(0)
     private let closed = Atomic<Bool>(false)
 
@@ -213,7 +215,7 @@ public final class WeftClient: Sendable {
         guard !closed.load(ordering: .relaxed) else { throw WeftError(.unavailable, "client is closed") }
         let made = Mutex<ClientSession?>(nil)
         let link = try await transport.connect(host: host, port: port, timeoutMs: options.connectTimeoutMs) { link in
-            made.withLock { $0 = ClientSession.attach(to: link) }
+            made.withLock { $0 = ClientSession.attach(to: link, onInvalidate: self.invalidationHandler.withLock { $0 }) }
         }
         guard let fresh = made.withLock({ $0 }) else {
             link.close()

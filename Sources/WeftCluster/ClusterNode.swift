@@ -26,7 +26,7 @@ public final class ClusterNode: Sendable {
 
         public init(
             etcd: [String], cluster: String = "weft", id: String, advertise: String, http: String = "",
-            shardCount: Int = 64, replicas: Int = 3, leaseTTLSeconds: Int64 = 2, cacheLeaseMs: Int64 = 0
+            shardCount: Int = 64, replicas: Int = 3, leaseTTLSeconds: Int64 = 2, cacheLeaseMs: Int64 = 1_000
         ) {
             self.cacheLeaseMs = cacheLeaseMs
             self.etcd = etcd
@@ -66,13 +66,14 @@ public final class ClusterNode: Sendable {
         self.etcd = try await EtcdClient.connect(endpoints: options.etcd, requestTimeoutMs: max(1000, options.leaseTTLSeconds * 1000 / 2), logger: logger)
         let peers = PeerPool(timeoutMs: 5_000, logger: logger)
         self.peers = peers
+        let box = WeakNode()
         let replication = Replication(
-            me: options.id, shardCount: options.shardCount, inner: durable, peers: peers, cacheLeaseMs: options.cacheLeaseMs, logger: logger)
+            me: options.id, shardCount: options.shardCount, inner: durable, peers: peers, cacheLeaseMs: options.cacheLeaseMs,
+            membershipLeftMs: { box.node?.servingLeftMs ?? 0 }, logger: logger)
         self.replication = replication
         let store = MemoryStore(limits: limits, shardCount: options.shardCount, changeLog: replication, recovered: recovered)
         replication.attach(store)
         self.store = store
-        let box = WeakNode()
         self.gate = NodeGate(
             me: options.id, store: store, replication: replication, logger: logger,
             serving: { box.node?.isServingFast ?? false },
@@ -92,6 +93,9 @@ public final class ClusterNode: Sendable {
     private let servingUntilMs = Atomic<Int64>(0)
 
     var isServingFast: Bool { EtcdSession.monotonicNowMs() < servingUntilMs.load(ordering: .acquiring) }
+
+    /// How long (ms) the node surely serves from now; 0 or less when it does not.
+    var servingLeftMs: Int64 { servingUntilMs.load(ordering: .acquiring) - EtcdSession.monotonicNowMs() }
 
     func refreshServing() {
         servingUntilMs.store(servingDeadlineMs(), ordering: .releasing)

@@ -51,9 +51,24 @@ public final class NodeGate: ClusterGate, Sendable {
     /// Adopts a newer map (older ones are ignored). Returns whether it was adopted.
     @discardableResult
     func adopt(_ map: ShardMap) -> Bool {
-        // Shards whose tail died: this node, the new tail, cannot know the cache leases it
-        // granted, so it holds writes for one lease.
-        var newTails: [Int] = []
+        // Cache leases: a tail knows only the leases it granted itself. No lease outlives its
+        // node's membership, so a node dropped from a chain because its membership ended left
+        // none behind. Where this node is the tail in `map`, a node dropped from the chain that
+        // is still a member (moved off by the coordinator) may have granted leases this node's
+        // writes would not wait for; so may nodes of maps this node never saw. Then, for one
+        // lease, every write of the shard waits. Set before the map is visible, so that no
+        // write under the new map escapes it.
+        let old = view.withLock { $0.map }
+        if let old, old.epoch >= map.epoch { return false }
+        if replication.cacheLeaseMs > 0 {
+            for s in 0..<map.shardCount where map.tail(s) == me {
+                if let old, old.epoch + 1 == map.epoch, s < old.shardCount,
+                   !old.chains[s].contains(where: { !map.chains[s].contains($0) && map.nodes[$0] != nil && map.nodes[$0] == old.nodes[$0] }) {
+                    continue
+                }
+                replication.noteTailStart(shard: s, holdMs: replication.cacheLeaseMs)
+            }
+        }
         let adopted = view.withLock { v -> Bool in
             if let old = v.map, old.epoch >= map.epoch { return false }
             let old = v.map
@@ -66,10 +81,6 @@ public final class NodeGate: ClusterGate, Sendable {
                 // A node that becomes the tail behind a predecessor serves reads once that
                 // predecessor has fenced it in for this epoch (it has sent everything it
                 // acknowledged before); a tail that stays the tail keeps what it waited for.
-                if !wasTail, let previousTail = old.flatMap({ s < $0.shardCount ? $0.tail(s) : nil }),
-                   !map.chains[s].contains(previousTail) {
-                    newTails.append(s)
-                }
                 let carried = wasTail && v.awaitingFence.indices.contains(s) ? v.awaitingFence[s] : nil
                 let need: UInt64? = hasPredecessor ? (wasTail ? carried : map.epoch) : nil
                 if let need, v.fenced[s] < need {
@@ -83,10 +94,7 @@ public final class NodeGate: ClusterGate, Sendable {
             v.awaitingFence = awaiting
             return true
         }
-        if adopted {
-            for s in newTails { replication.noteTailStart(shard: s, holdMs: replication.cacheLeaseMs) }
-            replication.adopt(map)
-        }
+        if adopted { replication.adopt(map) }
         return adopted
     }
 
@@ -118,7 +126,7 @@ public final class NodeGate: ClusterGate, Sendable {
             // With caching on, the read checks for a held write under the key's lock.
             guard case .get(_, let range, let since) = request else { return .serve }
             return .later { reply in
-                self.tailRead(key, shard: s, lease: false) { result in
+                self.tailRead(key, shard: s, lease: false, holder: nil) { result in
                     reply(result.flatMap { kv, _ in Self.shape(kv, key: key, range: range, ifChangedSince: since) })
                 }
             }
@@ -267,12 +275,19 @@ public final class NodeGate: ClusterGate, Sendable {
         }
     }
 
-    public func cacheGet(_ key: String, epoch: UInt64, completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void) {
+    public func cacheAcked(seq: UInt64) {
+        replication.cacheAcked(seq: seq)
+    }
+
+    public func cacheGet(
+        _ key: String, epoch: UInt64, holder: any CacheHolder,
+        completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void
+    ) {
         switch decide(.get(key: key), epoch: epoch) {
         case .answer(.failure(let error)): completion(.failure(error))
         case .answer(.success): completion(.failure(WeftError(.internalError, "unexpected answer")))
         case .serve, .later:
-            tailRead(key, shard: MemoryStore.shard(of: key, shardCount: store.shardCount), lease: true, completion)
+            tailRead(key, shard: MemoryStore.shard(of: key, shardCount: store.shardCount), lease: true, holder: holder, completion)
         }
     }
 
@@ -280,7 +295,7 @@ public final class NodeGate: ClusterGate, Sendable {
     /// waits for that write first (else a reader could see the new value while a cache still
     /// serves the old); with `lease`, records a cache lease on it.
     private func tailRead(
-        _ key: String, shard s: Int, lease: Bool, _ completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void
+        _ key: String, shard s: Int, lease: Bool, holder: (any CacheHolder)?, _ completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void
     ) {
         // Checked again here: a read that waited for a held write may find the map changed.
         guard serving() else {
@@ -299,7 +314,7 @@ public final class NodeGate: ClusterGate, Sendable {
             outcome = try store.read(key) { kv -> Outcome in
                 if replication.isHeld(shard: s, key: key) { return .held }
                 guard let kv else { return .absent }
-                return .value(kv, lease ? replication.noteCached(shard: s, key: key) : 0)
+                return .value(kv, lease ? replication.noteCached(shard: s, key: key, holder: holder) : 0)
             }
         } catch {
             completion(.failure(error))
@@ -308,7 +323,7 @@ public final class NodeGate: ClusterGate, Sendable {
         switch outcome {
         case .value(let kv, let ms): completion(.success((kv, ms)))
         case .absent: completion(.failure(.notFound(key)))
-        case .held: replication.whenNotHeld(shard: s, key: key) { self.tailRead(key, shard: s, lease: lease, completion) }
+        case .held: replication.whenNotHeld(shard: s, key: key) { self.tailRead(key, shard: s, lease: lease, holder: holder, completion) }
         }
     }
 

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import WeftCore
+import WeftTransport
 import WeftWire
 
 /// A node's side of chain replication, as the `ChangeLog` of its store: every change of a
@@ -27,6 +28,9 @@ public final class Replication: ChangeLog, Sendable {
         var done: @Sendable (WeftError?) -> Void
         /// Held at the tail for cache leases: reads of the key wait until it completes.
         var heldKey: String? = nil
+        /// Invalidations sent for it that the caches have not acknowledged yet (a held write
+        /// completes when this reaches 0, or when the leases run out).
+        var acksLeft = 0
     }
 
     struct Follower: Equatable {
@@ -58,6 +62,8 @@ public final class Replication: ChangeLog, Sendable {
         var draining = false
         /// Cache leases granted per key (monotonic ms until which a cache may hold it).
         var cachedUntil: [String: Int64] = [:]
+        /// Who holds each key's cached value, until when: a write tells them to drop it.
+        var holders: [String: [(holder: any CacheHolder, until: Int64)]] = [:]
         /// Keys with writes held for cache leases (count per key), and reads waiting on them.
         var heldKeys: [String: Int] = [:]
         /// A node that granted cache leases as tail and is no longer the tail sends nothing
@@ -118,8 +124,17 @@ public final class Replication: ChangeLog, Sendable {
     public var pendingChangesMax: Int { inner?.pendingChangesMax ?? 0 }
     public var isDurable: Bool { inner?.isDurable ?? false }
 
-    init(me: String, shardCount: Int, inner: (any ChangeLog)?, peers: PeerPool, cacheLeaseMs: Int64 = 1_000, logger: Logger) {
+    /// How much longer (ms) this node's cluster membership surely lasts: no cache lease it
+    /// grants outlives it, so once a map has dropped a node whose membership ended, no cache
+    /// holds a value on that node's word.
+    let membershipLeftMs: @Sendable () -> Int64
+
+    init(
+        me: String, shardCount: Int, inner: (any ChangeLog)?, peers: PeerPool, cacheLeaseMs: Int64 = 1_000,
+        membershipLeftMs: @escaping @Sendable () -> Int64 = { .max }, logger: Logger
+    ) {
         self.cacheLeaseMs = cacheLeaseMs
+        self.membershipLeftMs = membershipLeftMs
         self.me = me
         self.shardCount = shardCount
         self.inner = inner
@@ -154,6 +169,7 @@ public final class Replication: ChangeLog, Sendable {
         let s = MemoryStore.shard(of: key, shardCount: shardCount)
         let now = cacheLeaseMs > 0 ? nowMs() : 0
         var holdUntil: Int64 = 0
+        var invalidate: [(any CacheHolder, UInt64)] = []
         let epoch: UInt64 = shards[s].withLock { st in
             if st.copying {
                 st.pending.append(Pending(revision: revision, previous: 0, change: change, local: inner == nil, remote: true, done: done))
@@ -161,14 +177,23 @@ public final class Replication: ChangeLog, Sendable {
             }
             let previous = st.last
             st.last = max(st.last, revision)
+            var acks = 0
             if st.successor == nil && st.inChain && cacheLeaseMs > 0 {
-                // The tail acknowledges no write while a cache may hold the key.
-                let until = max(st.cachedUntil[key] ?? 0, st.tailSinceMs + cacheLeaseMs)
-                if until > now { holdUntil = until }
+                // The tail acknowledges no write while a cache may hold the key: the caches it
+                // knows of are told to drop it (the write goes on once they all confirm); for
+                // leases an earlier tail granted it waits them out.
+                let known = (st.holders.removeValue(forKey: key) ?? []).filter { $0.until > now }
+                let floor = st.tailSinceMs + cacheLeaseMs
+                let until = max(known.map(\.until).max() ?? 0, floor)
+                if until > now {
+                    holdUntil = until
+                    for h in known { invalidate.append((h.holder, nextInvalidation(shard: s, revision: revision))) }
+                    if floor <= now && !known.isEmpty { acks = known.count }
+                }
             }
             st.pending.append(Pending(
                 revision: revision, previous: previous, change: change, local: inner == nil,
-                remote: st.successor == nil && holdUntil == 0, done: done, heldKey: holdUntil > 0 ? key : nil))
+                remote: st.successor == nil && holdUntil == 0, done: done, heldKey: holdUntil > 0 ? key : nil, acksLeft: acks))
             if holdUntil > 0 { st.heldKeys[key, default: 0] += 1 }
             let message = Self.message(change, shard: s, from: me, revision: revision, previous: previous)
             if st.successor != nil, cacheLeaseMs > 0, let c = st.cachedUntil[key], c > now {
@@ -188,6 +213,7 @@ public final class Replication: ChangeLog, Sendable {
             return st.epoch
         }
         _ = epoch
+        for (holder, seq) in invalidate { holder.invalidate(key: key, seq: seq) }
         if holdUntil > 0 {
             loop.scheduleTask(in: .milliseconds(holdUntil - now)) { self.holdDone(shard: s, revision: revision) }
         }
@@ -271,20 +297,63 @@ public final class Replication: ChangeLog, Sendable {
 
     // MARK: cache leases
 
+    private let invalidations = Mutex<(next: UInt64, open: [UInt64: (shard: Int, revision: Revision)])>((1, [:]))
+
+    private func nextInvalidation(shard s: Int, revision: Revision) -> UInt64 {
+        invalidations.withLock { inv in
+            let seq = inv.next
+            inv.next += 1
+            inv.open[seq] = (s, revision)
+            return seq
+        }
+    }
+
+    /// A cache dropped the key of invalidation `seq`: the held write goes on once every cache
+    /// it told has.
+    func cacheAcked(seq: UInt64) {
+        guard let (s, revision) = invalidations.withLock({ $0.open.removeValue(forKey: seq) }) else { return }
+        let done = shards[s].withLock { st -> Bool in
+            guard let i = st.pending.firstIndex(where: { $0.revision == revision }), st.pending[i].acksLeft > 0 else { return false }
+            st.pending[i].acksLeft -= 1
+            guard st.pending[i].acksLeft == 0, st.successor == nil else { return false }
+            st.pending[i].remote = true
+            return true
+        }
+        if done { drain(s) }
+    }
+
     /// Records a cache lease on `key` (called under the store's shard lock, with the read).
-    /// Returns the lease to grant in ms, 0 when caching is off.
-    func noteCached(shard s: Int, key: String) -> UInt32 {
-        guard cacheLeaseMs > 0 else { return 0 }
-        let until = nowMs() + cacheLeaseMs
-        shards[s].withLock { st in st.cachedUntil[key] = max(st.cachedUntil[key] ?? 0, until) }
-        return UInt32(cacheLeaseMs)
+    /// Returns the lease to grant in ms (at most what is left of the membership), 0 for none.
+    func noteCached(shard s: Int, key: String, holder: (any CacheHolder)?) -> UInt32 {
+        let grant = min(cacheLeaseMs, membershipLeftMs())
+        guard grant > 0 else { return 0 }
+        let until = nowMs() + grant
+        return shards[s].withLock { st -> UInt32 in
+            // Only the tail grants leases, decided under the lock a new map is adopted under:
+            // a node that has just stopped being the tail computed how long it holds its stream
+            // from the leases it had granted, and one granted after that would escape it.
+            guard st.successor == nil, st.inChain, !st.copying else { return 0 }
+            st.cachedUntil[key] = max(st.cachedUntil[key] ?? 0, until)
+            guard let holder else { return UInt32(grant) }
+            var list = st.holders[key] ?? []
+            if let i = list.firstIndex(where: { $0.holder === holder }) {
+                list[i].until = until
+            } else {
+                list.append((holder, until))
+            }
+            st.holders[key] = list
+            return UInt32(grant)
+        }
     }
 
     /// Calls `ready` once no write of `key` is held for cache leases (at once if none is).
+    /// A waiting `ready` runs on an event loop: the write that releases it may complete under
+    /// the store's shard lock, which `ready` (a read) takes.
     func whenNotHeld(shard s: Int, key: String, _ ready: @escaping @Sendable () -> Void) {
+        let loop = self.loop
         let now: Bool = shards[s].withLock { st in
             guard st.heldKeys[key] != nil else { return true }
-            st.keyWaiters[key, default: []].append(ready)
+            st.keyWaiters[key, default: []].append { loop.execute(ready) }
             return false
         }
         if now { ready() }
@@ -309,6 +378,10 @@ public final class Replication: ChangeLog, Sendable {
         guard !st.cachedUntil.isEmpty else { return }
         let now = nowMs()
         st.cachedUntil = st.cachedUntil.filter { $0.value > now }
+        st.holders = st.holders.compactMapValues { list in
+            let live = list.filter { $0.until > now }
+            return live.isEmpty ? nil : live
+        }
     }
 
     private func localDone(shard s: Int, revision: Revision, error: WeftError?) {

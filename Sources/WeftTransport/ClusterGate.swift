@@ -24,9 +24,19 @@ public protocol ClusterGate: Sendable {
     /// once the change has reached the tail.
     func replicate(_ message: ReplicationMessage, epoch: UInt64, completion: @escaping @Sendable (Result<Revision, WeftError>) -> Void)
     /// A read for a coherent cache: the value and how long it may be cached (ms).
-    func cacheGet(_ key: String, epoch: UInt64, completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void)
+    func cacheGet(
+        _ key: String, epoch: UInt64, holder: any CacheHolder,
+        completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void)
+    /// A cache acknowledged invalidation `seq`.
+    func cacheAcked(seq: UInt64)
     /// The shard map this node serves by: its epoch and JSON.
     func shardMap() -> (epoch: UInt64, json: [UInt8])
     /// The node's view of the cluster for `status`, as JSON.
     func statusJSON() -> String
+}
+
+/// A connection that caches values read from this node: a write of such a key tells it to drop
+/// the key (`cache_invalidate`), and waits for its `cache_ack` or for the lease to end.
+public protocol CacheHolder: AnyObject, Sendable {
+    func invalidate(key: String, seq: UInt64)
 }

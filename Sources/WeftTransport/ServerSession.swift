@@ -17,8 +17,11 @@ final class ServerSession: FrameLinkDelegate {
     private var waitingForWork = 0
     private var inReadBatch = false
     private var needsFlush = false
+    private var flushScheduled = false
     private var closing = false
     private var watches: [UInt64: ActiveWatch] = [:]
+    /// This connection as a holder of cached values (made on its first `cache_get`).
+    private var cacheHolder: SessionCacheHolder?
     private var logger: Logger
     private var reader: FrameReader
 
@@ -178,7 +181,12 @@ final class ServerSession: FrameLinkDelegate {
                 return
             }
             inFlight += 1
-            cluster.cacheGet(key, epoch: epoch, completion: onLoop { session, result in session.completeCacheGet(id: id, result) })
+            if cacheHolder == nil { cacheHolder = SessionCacheHolder(session: self, loop: link.eventLoop) }
+            cluster.cacheGet(
+                key, epoch: epoch, holder: cacheHolder!,
+                completion: onLoop { session, result in session.completeCacheGet(id: id, result) })
+        case .cacheAck(let seq):
+            shared.cluster?.cacheAcked(seq: seq)
         case .shardMap:
             guard let cluster = shared.cluster else {
                 write { $0.writeResponse(id: id, .failure(Self.notClustered)) }
@@ -203,6 +211,13 @@ final class ServerSession: FrameLinkDelegate {
         }
     }
 
+    /// Pushes a cache invalidation to the client (on the loop).
+    func pushInvalidate(key: String, seq: UInt64) {
+        guard link != nil, !closing else { return }
+        write { $0.writeCacheInvalidate(key: key, seq: seq) }
+        flushSoon()
+    }
+
     private static let notClustered = WeftError(.invalidArgument, "this server is a single node, not a cluster member")
 
     private func completeCacheGet(id: UInt64, _ result: Result<(KeyValue, UInt32), WeftError>) {
@@ -214,7 +229,7 @@ final class ServerSession: FrameLinkDelegate {
         case .failure(let error):
             write { $0.writeResponse(id: id, .failure(error)) }
         }
-        if !inReadBatch { flushIfNeeded() }
+        flushSoon()
         link.resumeInput()
     }
 
@@ -225,7 +240,7 @@ final class ServerSession: FrameLinkDelegate {
         case .success(let revision): write { $0.writeReplicated(id: id, revision: revision) }
         case .failure(let error): write { $0.writeResponse(id: id, .failure(error)) }
         }
-        if !inReadBatch { flushIfNeeded() }
+        flushSoon()
         link.resumeInput()
     }
 
@@ -277,7 +292,7 @@ final class ServerSession: FrameLinkDelegate {
         case .failure(let error):
             write { $0.writeResponse(id: id, .failure(error)) }
         }
-        if !inReadBatch { flushIfNeeded() }
+        flushSoon()
     }
 
     private func completeInvoke(id: UInt64, _ result: Result<(String, [UInt8]), WeftError>) {
@@ -289,7 +304,7 @@ final class ServerSession: FrameLinkDelegate {
         case .failure(let error):
             write { $0.writeResponse(id: id, .failure(error)) }
         }
-        if !inReadBatch { flushIfNeeded() }
+        flushSoon()
         link.resumeInput()
     }
 
@@ -310,7 +325,7 @@ final class ServerSession: FrameLinkDelegate {
         default:
             write { $0.writeResponse(id: id, result) }
         }
-        if !inReadBatch { flushIfNeeded() }
+        flushSoon()
         link.resumeInput()
     }
 
@@ -381,6 +396,19 @@ final class ServerSession: FrameLinkDelegate {
         needsFlush = true
     }
 
+    /// Flushes what completions wrote, once per loop tick: inside a read batch the batch's end
+    /// flushes; otherwise (answers completing on other threads, e.g. a chain's acknowledgements)
+    /// one task flushes every answer that completed before it runs, in one syscall.
+    private func flushSoon() {
+        guard !inReadBatch, needsFlush, !flushScheduled, let link else { return }
+        flushScheduled = true
+        let bound = NIOLoopBound(self, eventLoop: link.eventLoop)
+        link.eventLoop.execute {
+            bound.value.flushScheduled = false
+            bound.value.flushIfNeeded()
+        }
+    }
+
     private func flushIfNeeded() {
         if needsFlush {
             needsFlush = false
@@ -396,5 +424,27 @@ final class ServerSession: FrameLinkDelegate {
         link.write(buffer)
         link.flush()
         link.close()
+    }
+}
+
+/// A server connection as a cache holder: invalidations are written on its loop; once the
+/// connection is gone they go nowhere (the write then waits for the lease to end).
+final class SessionCacheHolder: CacheHolder {
+    private final class Weak {
+        weak var session: ServerSession?
+        init(_ session: ServerSession) { self.session = session }
+    }
+
+    private let box: NIOLoopBound<Weak>
+    private let loop: any EventLoop
+
+    init(session: ServerSession, loop: any EventLoop) {
+        self.box = NIOLoopBound(Weak(session), eventLoop: loop)
+        self.loop = loop
+    }
+
+    func invalidate(key: String, seq: UInt64) {
+        let box = self.box
+        loop.execute { box.value.session?.pushInvalidate(key: key, seq: seq) }
     }
 }

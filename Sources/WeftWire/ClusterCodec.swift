@@ -122,6 +122,11 @@ extension Weft_V1_Request {
             g.key = Data(key.utf8)
             op = .cacheGet(g)
             return []
+        case .cacheAck(let seq):
+            var a = Weft_V1_CacheAck()
+            a.seq = seq
+            op = .cacheAck(a)
+            return []
         default:
             preconditionFailure("not a cluster request")
         }

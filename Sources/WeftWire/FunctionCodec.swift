@@ -59,7 +59,7 @@ extension Weft_V1_Request {
             m.async = async
             op = .functionInvoke(m)
             return input
-        case .state, .watch, .cancelWatch, .replicate, .shardMap, .cacheGet:
+        case .state, .watch, .cancelWatch, .replicate, .shardMap, .cacheGet, .cacheAck:
             preconditionFailure("not a function request")
         }
     }
@@ -113,6 +113,7 @@ extension ByteBuffer {
         case .replicated(let revision): writeReplicated(id: id, revision: revision)
         case .shardMap(let epoch, let json): writeShardMap(id: id, epoch: epoch, json: json)
         case .cachedValue(let kv, let leaseMs): writeCachedValue(id: id, kv, leaseMs: leaseMs)
+        case .cacheInvalidate(let key, let seq): writeCacheInvalidate(key: key, seq: seq)
         }
     }
 }

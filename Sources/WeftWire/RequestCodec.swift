@@ -19,6 +19,8 @@ public enum ServerRequest: Sendable, Equatable {
     case shardMap
     /// Cluster: a read for a coherent cache (answered with the value and a cache lease).
     case cacheGet(key: String)
+    /// Cluster: a cache dropped the key of invalidation `seq` (no response).
+    case cacheAck(seq: UInt64)
 }
 
 extension ServerRequest {
@@ -30,7 +32,7 @@ extension ServerRequest {
         case .functionResult(_, let output, _): return output.count
         case .functionInvoke(_, let input, _): return input.count
         case .replicate(let m): return m.payloadBytes
-        case .watch, .cancelWatch, .functionNext, .shardMap, .cacheGet: return 0
+        case .watch, .cancelWatch, .functionNext, .shardMap, .cacheGet, .cacheAck: return 0
         }
         switch s {
         case .put(_, let value, _, _): return value.count
@@ -149,6 +151,8 @@ public enum RequestCodec {
             return .shardMap
         case .cacheGet(let g):
             return .cacheGet(key: try key(g.key, limits))
+        case .cacheAck(let a):
+            return .cacheAck(seq: a.seq)
         }
     }
 }
@@ -255,7 +259,7 @@ extension ByteBuffer {
             r.op = .cancelWatch(c)
         case .functionNext, .functionResult, .functionInvoke:
             payload = r.setFunctionOp(request)
-        case .replicate, .shardMap, .cacheGet:
+        case .replicate, .shardMap, .cacheGet, .cacheAck:
             payload = r.setClusterOp(request)
         }
         writeWeftFrame(header: r, payloadBytes: payload.count) { $0.writeBytes(payload) }

@@ -50,6 +50,8 @@ public enum ClientResponse: Sendable, Equatable {
     case shardMap(epoch: UInt64, json: [UInt8])
     /// The answer to `cache_get`: the value, cacheable for less than `leaseMs`.
     case cachedValue(KeyValue, leaseMs: UInt32)
+    /// Unsolicited (id 0): drop `key` from the cache and acknowledge `seq` with `cache_ack`.
+    case cacheInvalidate(key: String, seq: UInt64)
     /// The answer to `function_next`: work for an instance.
     case functionInvocation(FunctionInvocation)
     /// The answer to `function_invoke`: the invocation's id and its output (empty when async).
@@ -225,6 +227,17 @@ extension ByteBuffer {
         writeWeftFrame(header: r, payloadBytes: kv.value.count) { $0.writeBytes(kv.value) }
     }
 
+    /// Tells a caching connection to drop `key` (id 0: it answers no request).
+    public mutating func writeCacheInvalidate(key: String, seq: UInt64) {
+        var r = Weft_V1_Response()
+        r.id = 0
+        var m = Weft_V1_CacheInvalidate()
+        m.key = Data(key.utf8)
+        m.seq = seq
+        r.result = .cacheInvalidate(m)
+        writeWeftFrame(header: r)
+    }
+
     /// The answer to a `shard_map` request: the epoch, the map's JSON as payload.
     public mutating func writeShardMap(id: UInt64, epoch: UInt64, json: [UInt8]) {
         var r = Weft_V1_Response()
@@ -280,6 +293,11 @@ public enum ResponseCodec {
         case .replicated(let m): response = .replicated(revision: m.revision)
         case .shardMap(let m): response = .shardMap(epoch: m.epoch, json: try take(UInt64(payload.readableBytes)))
         case .cachedValue(let m): response = .cachedValue(try kv(m.entry), leaseMs: m.leaseMs)
+        case .cacheInvalidate(let m):
+            guard let key = String(validating: m.key, as: UTF8.self) else {
+                throw WeftError(.malformedRequest, "cache invalidation of a key that is not UTF-8")
+            }
+            response = .cacheInvalidate(key: key, seq: m.seq)
         case .value(let e): response = .state(.success(.value(try kv(e))))
         case .notModified(let m): response = .state(.success(.notModified(version: m.version)))
         case .written(let w): response = .state(.success(.written(version: w.version, length: w.length)))

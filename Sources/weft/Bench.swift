@@ -155,8 +155,7 @@ struct BenchState: AsyncParsableCommand {
         log("starting two clusters of \(nodes) nodes (R=1 and R=\(r)) with their etcds")
         let one = try LocalCluster(weftBinary: exe, options: .init(nodes: nodes, replicas: 1, leaseTTLSeconds: leaseTtl, logLevel: "warning"))
         defer { one.stop() }
-        var manyOptions = LocalCluster.Options(nodes: nodes, replicas: r, leaseTTLSeconds: leaseTtl, logLevel: "warning")
-        manyOptions.extraArguments = ["--cache-lease-ms", "1000"]  // for the cache-hit rows
+        let manyOptions = LocalCluster.Options(nodes: nodes, replicas: r, leaseTTLSeconds: leaseTtl, logLevel: "warning")
         let many = try LocalCluster(weftBinary: exe, options: manyOptions)
         defer { many.stop() }
         var servers: [ManagedServer] = []

@@ -53,8 +53,8 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: "etcd lease TTL in seconds: a node silent this long is dropped from its chains.")
     var leaseTtl: Int64 = 2
 
-    @Option(name: .long, help: "Cache lease in ms: how long a client may cache a value it read (a write waits out the leases on its key). 0 (the default) turns caching off: the cache is experimental, see README.")
-    var cacheLeaseMs: Int64 = 0
+    @Option(name: .long, help: "Cache lease in ms: how long a client may cache a value it read from this node (a write of the key waits until the caches confirm they dropped it, or their leases end). 0 turns caching off.")
+    var cacheLeaseMs: Int64 = 1_000
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info

@@ -8,13 +8,17 @@ import WeftTestKit
 /// Jepsen-style: concurrent clients put, CAS and get a few keys while a nemesis kills
 /// (SIGKILL) and restarts nodes and pauses them (SIGSTOP: the node is cut off from everyone);
 /// the history must be linearizable and no acknowledged write may be lost. Seeded:
-/// WEFT_TEST_SEED replays a run. The coherent cache (experimental, off by default) is not in
-/// this run.
+/// WEFT_TEST_SEED replays a run. The cached variant has half the clients read through the
+/// coherent cache: no cached read may be older than the last write acknowledged before it.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct ClusterFaultTests {
     static let keys = ["k0", "k1", "k2", "k3"]
 
     @Test func linearizableUnderKillsAndPauses() async throws {
         try await run(durable: false, wholeClusterRestart: false, seconds: 20)
+    }
+
+    @Test func cachedReadsStayCoherentUnderKillsAndPauses() async throws {
+        try await run(durable: false, wholeClusterRestart: false, seconds: 20, cached: true)
     }
 
     @Test func durableClusterSurvivesAWholeClusterRestart() async throws {
@@ -49,12 +53,14 @@ import WeftTestKit
         await client.close()
     }
 
-    func run(durable: Bool, wholeClusterRestart: Bool, seconds: Int) async throws {
+    func run(durable: Bool, wholeClusterRestart: Bool, seconds: Int, cached: Bool = false) async throws {
         let seed = ProcessInfo.processInfo.environment["WEFT_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64(Int64.max))
-        print("cluster fault test: seed \(seed) (replay with WEFT_TEST_SEED=\(seed))")
-        let cluster = try LocalCluster(
-            weftBinary: WeftExecutable.path,
-            options: .init(nodes: 3, replicas: 3, shards: 8, leaseTTLSeconds: 1, durable: durable, logLevel: "info"))
+        print("cluster fault test\(cached ? " (cached reads)" : ""): seed \(seed) (replay with WEFT_TEST_SEED=\(seed))")
+        var options = LocalCluster.Options(nodes: 3, replicas: 3, shards: 8, leaseTTLSeconds: 1, durable: durable, logLevel: "info")
+        // Cache leases shorter than the membership lease (a dead tail's leases end before its
+        // chains change), as the defaults are.
+        if cached { options.extraArguments = ["--cache-lease-ms", "500"] }
+        let cluster = try LocalCluster(weftBinary: WeftExecutable.path, options: options)
         defer { cluster.stop() }
         let admin = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 2_000, requestTimeoutMs: 1_000))
         try await settle(admin, nodes: 3)
@@ -64,7 +70,7 @@ import WeftTestKit
         let ops = Counter()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for process in 0..<6 {
-                let cached = false
+                let cached = cached && process % 2 == 0
                 group.addTask {
                     let client = try await ClusterClient.connect(
                         seeds: cluster.addresses,
@@ -122,12 +128,15 @@ import WeftTestKit
                         print("nemesis: resume node \(victim)")
                         cluster.resume(victim)
                     }
+                    // A node that exited though the nemesis did not kill it crashed.
+                    try Self.expectAllRunning(cluster)
                     // One fault at a time: the next waits for full chains again.
                     try await settle(admin, nodes: 3)
                 }
             }
             try await group.waitForAll()
         }
+        try Self.expectAllRunning(cluster)
         if wholeClusterRestart {
             print("nemesis: kill -9 every node, then restart them all")
             for i in 0..<3 { cluster.kill9(i) }
@@ -160,6 +169,13 @@ import WeftTestKit
         }
         let lost = LinearizabilityChecker.lostWrites(in: history, finalReads: finalReads)
         #expect(lost.isEmpty, "acknowledged writes lost (seed \(seed)): \(lost)")
+    }
+
+    static func expectAllRunning(_ cluster: LocalCluster) throws {
+        for i in 0..<cluster.addresses.count where !cluster.isRunning(i) {
+            Issue.record("node \(i) exited on its own (a crash?): see \(cluster.directory)/node\(i).log")
+            throw WeftError(.internalError, "node \(i) exited")
+        }
     }
 
     /// Waits until the map has `nodes` members, full chains and no copy running (bounded

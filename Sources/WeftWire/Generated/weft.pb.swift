@@ -214,6 +214,14 @@ public nonisolated struct Weft_V1_Request: Sendable {
     set {op = .cacheGet(newValue)}
   }
 
+  public var cacheAck: Weft_V1_CacheAck {
+    get {
+      if case .cacheAck(let v)? = op {return v}
+      return Weft_V1_CacheAck()
+    }
+    set {op = .cacheAck(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Op: Equatable, Sendable {
@@ -238,6 +246,7 @@ public nonisolated struct Weft_V1_Request: Sendable {
     case replicate(Weft_V1_Replicate)
     case shardMap(Weft_V1_ShardMapRequest)
     case cacheGet(Weft_V1_CacheGetRequest)
+    case cacheAck(Weft_V1_CacheAck)
 
   }
 
@@ -738,6 +747,14 @@ public nonisolated struct Weft_V1_Response: Sendable {
     set {result = .cachedValue(newValue)}
   }
 
+  public var cacheInvalidate: Weft_V1_CacheInvalidate {
+    get {
+      if case .cacheInvalidate(let v)? = result {return v}
+      return Weft_V1_CacheInvalidate()
+    }
+    set {result = .cacheInvalidate(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Result: Equatable, Sendable {
@@ -760,6 +777,7 @@ public nonisolated struct Weft_V1_Response: Sendable {
     case replicated(Weft_V1_Replicated)
     case shardMap(Weft_V1_ShardMap)
     case cachedValue(Weft_V1_CachedValue)
+    case cacheInvalidate(Weft_V1_CacheInvalidate)
 
   }
 
@@ -1317,13 +1335,41 @@ public nonisolated struct Weft_V1_CachedValue: Sendable {
   fileprivate var _entry: Weft_V1_Entry? = nil
 }
 
+/// Sent by a tail (with response id 0) to a connection that caches `key`: drop it and answer
+/// with `cache_ack` (no response). The write waits for the acks, or for the leases to end.
+public nonisolated struct Weft_V1_CacheInvalidate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var key: Data = Data()
+
+  public var seq: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Weft_V1_CacheAck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var seq: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "weft.v1"
 
 nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}epoch\0\u{2}\u{8}get\0\u{1}put\0\u{3}write_range\0\u{1}append\0\u{1}add\0\u{1}delete\0\u{1}list\0\u{1}watch\0\u{3}cancel_watch\0\u{3}lease_grant\0\u{3}lease_keep_alive\0\u{3}lease_revoke\0\u{1}status\0\u{4}\u{8}function_next\0\u{3}function_result\0\u{3}function_invoke\0\u{2}\u{8}replicate\0\u{3}shard_map\0\u{3}cache_get\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}epoch\0\u{2}\u{8}get\0\u{1}put\0\u{3}write_range\0\u{1}append\0\u{1}add\0\u{1}delete\0\u{1}list\0\u{1}watch\0\u{3}cancel_watch\0\u{3}lease_grant\0\u{3}lease_keep_alive\0\u{3}lease_revoke\0\u{1}status\0\u{4}\u{8}function_next\0\u{3}function_result\0\u{3}function_invoke\0\u{2}\u{8}replicate\0\u{3}shard_map\0\u{3}cache_get\0\u{3}cache_ack\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1580,6 +1626,19 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.op = .cacheGet(v)
         }
       }()
+      case 43: try {
+        var v: Weft_V1_CacheAck?
+        var hadOneofValue = false
+        if let current = self.op {
+          hadOneofValue = true
+          if case .cacheAck(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.op = .cacheAck(v)
+        }
+      }()
       default: break
       }
     }
@@ -1672,6 +1731,10 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
     case .cacheGet?: try {
       guard case .cacheGet(let v)? = self.op else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
+    }()
+    case .cacheAck?: try {
+      guard case .cacheAck(let v)? = self.op else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 43)
     }()
     case nil: break
     }
@@ -2314,7 +2377,7 @@ nonisolated extension Weft_V1_Entry: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}error\0\u{2}\u{8}value\0\u{3}not_modified\0\u{1}written\0\u{1}counter\0\u{1}deleted\0\u{1}list\0\u{3}watch_created\0\u{3}watch_events\0\u{3}watch_ended\0\u{1}lease\0\u{3}lease_revoked\0\u{1}status\0\u{1}ok\0\u{4}\u{8}function_invocation\0\u{3}function_output\0\u{2}\u{9}replicated\0\u{3}shard_map\0\u{3}cached_value\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}error\0\u{2}\u{8}value\0\u{3}not_modified\0\u{1}written\0\u{1}counter\0\u{1}deleted\0\u{1}list\0\u{3}watch_created\0\u{3}watch_events\0\u{3}watch_ended\0\u{1}lease\0\u{3}lease_revoked\0\u{1}status\0\u{1}ok\0\u{4}\u{8}function_invocation\0\u{3}function_output\0\u{2}\u{9}replicated\0\u{3}shard_map\0\u{3}cached_value\0\u{3}cache_invalidate\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2570,6 +2633,19 @@ nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
           self.result = .cachedValue(v)
         }
       }()
+      case 43: try {
+        var v: Weft_V1_CacheInvalidate?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .cacheInvalidate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .cacheInvalidate(v)
+        }
+      }()
       default: break
       }
     }
@@ -2659,6 +2735,10 @@ nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
     case .cachedValue?: try {
       guard case .cachedValue(let v)? = self.result else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
+    }()
+    case .cacheInvalidate?: try {
+      guard case .cacheInvalidate(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 43)
     }()
     case nil: break
     }
@@ -3573,6 +3653,71 @@ nonisolated extension Weft_V1_CachedValue: SwiftProtobuf.Message, SwiftProtobuf.
   public static func ==(lhs: Weft_V1_CachedValue, rhs: Weft_V1_CachedValue) -> Bool {
     if lhs._entry != rhs._entry {return false}
     if lhs.leaseMs != rhs.leaseMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_CacheInvalidate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheInvalidate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}seq\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.key) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.seq) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.key.isEmpty {
+      try visitor.visitSingularBytesField(value: self.key, fieldNumber: 1)
+    }
+    if self.seq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seq, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_CacheInvalidate, rhs: Weft_V1_CacheInvalidate) -> Bool {
+    if lhs.key != rhs.key {return false}
+    if lhs.seq != rhs.seq {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_CacheAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheAck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.seq) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.seq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seq, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_CacheAck, rhs: Weft_V1_CacheAck) -> Bool {
+    if lhs.seq != rhs.seq {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
