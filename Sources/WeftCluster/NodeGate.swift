@@ -252,7 +252,12 @@ public final class NodeGate: ClusterGate, Sendable {
                 return
             }
             replication.noteCopied(shard: s, key: entry.key)
-            store.applyReplicated(.snapshotKeep(key: entry.key, version: entry.version)) { result in completion(result.map { _ in entry.version }) }
+            // The source sends the entry's fingerprint as the value (8 bytes, little-endian).
+            let fingerprint: UInt64? = entry.value.count == 8
+                ? entry.value.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) } : nil
+            store.applyReplicated(.snapshotKeep(key: entry.key, version: entry.version, fingerprint: fingerprint)) { result in
+                completion(result.map { _ in entry.version })
+            }
         case .snapshotEnd:
             let copied = self.copied
             let since = join?.since ?? 0

@@ -31,6 +31,9 @@ public final class Replication: ChangeLog, Sendable {
         /// Invalidations sent for it that the caches have not acknowledged yet (a held write
         /// completes when this reaches 0, or when the leases run out).
         var acksLeft = 0
+        /// Those invalidations' numbers (forgotten when the change completes: a cache whose
+        /// connection closed never answers).
+        var invalidations: [UInt64] = []
     }
 
     struct Follower: Equatable {
@@ -170,6 +173,7 @@ public final class Replication: ChangeLog, Sendable {
         let now = cacheLeaseMs > 0 ? nowMs() : 0
         var holdUntil: Int64 = 0
         var invalidate: [(any CacheHolder, UInt64)] = []
+        var seqs: [UInt64] = []
         let epoch: UInt64 = shards[s].withLock { st in
             if st.copying {
                 st.pending.append(Pending(revision: revision, previous: 0, change: change, local: inner == nil, remote: true, done: done))
@@ -188,12 +192,13 @@ public final class Replication: ChangeLog, Sendable {
                 if until > now {
                     holdUntil = until
                     for h in known { invalidate.append((h.holder, nextInvalidation(shard: s, revision: revision))) }
+                    seqs = invalidate.map(\.1)
                     if floor <= now && !known.isEmpty { acks = known.count }
                 }
             }
             st.pending.append(Pending(
                 revision: revision, previous: previous, change: change, local: inner == nil,
-                remote: st.successor == nil && holdUntil == 0, done: done, heldKey: holdUntil > 0 ? key : nil, acksLeft: acks))
+                remote: st.successor == nil && holdUntil == 0, done: done, heldKey: holdUntil > 0 ? key : nil, acksLeft: acks, invalidations: seqs))
             if holdUntil > 0 { st.heldKeys[key, default: 0] += 1 }
             let message = Self.message(change, shard: s, from: me, revision: revision, previous: previous)
             if st.successor != nil, cacheLeaseMs > 0, let c = st.cachedUntil[key], c > now {
@@ -406,6 +411,8 @@ public final class Replication: ChangeLog, Sendable {
                 return (batch, waiters)
             }
             if batch.isEmpty && waiters.isEmpty { return }
+            let answered = batch.flatMap(\.invalidations)
+            if !answered.isEmpty { invalidations.withLock { inv in for seq in answered { inv.open[seq] = nil } } }
             for p in batch { p.done(p.error) }
             for w in waiters { w() }
             shards[s].withLock { $0.draining = false }
@@ -572,7 +579,10 @@ public final class Replication: ChangeLog, Sendable {
                 for kv in entries {
                     if let since, kv.version <= since {
                         stats.copyKept.add(1, ordering: .relaxed)
-                        let keep = KeyValue(key: kv.key, value: [], version: kv.version, createRevision: kv.createRevision)
+                        // The fingerprint as the value: the follower checks it holds this very entry.
+                        let f = kv.fingerprint
+                        let keep = KeyValue(key: kv.key, value: (0..<8).map { UInt8(truncatingIfNeeded: f >> (8 * UInt64($0))) },
+                                            version: kv.version, createRevision: kv.createRevision)
                         sendToFollower(ReplicationMessage(shard: s, from: me, kind: .snapshotKeep, entry: keep), shard: s, follower: follower, epoch: epoch)
                     } else {
                         stats.copyEntries.add(1, ordering: .relaxed)

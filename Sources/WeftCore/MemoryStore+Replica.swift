@@ -11,7 +11,9 @@ public enum ReplicaApply: Sendable, Equatable {
     /// The copy is complete up to `revision`.
     case snapshotEnd(shard: Int, revision: Revision)
     /// A delta copy: the key must be here at exactly this version (`versionMismatch` if not).
-    case snapshotKeep(key: String, version: Revision)
+    /// `fingerprint` (of the value and create revision, see `KeyValue.fingerprint`): nil checks
+    /// the version only.
+    case snapshotKeep(key: String, version: Revision, fingerprint: UInt64?)
     /// A delta copy ends: the shard's keys not in `keep` are deleted (logged, no watch events).
     case snapshotPrune(shard: Int, keep: Set<String>)
 }
@@ -50,10 +52,14 @@ extension MemoryStore {
                 return .put(KeyValue(key: kv.key, value: kv.value, version: kv.version, createRevision: kv.createRevision),
                             response: .written(version: kv.version, length: UInt64(kv.value.count)))
             }
-        case .snapshotKeep(let key, let version):
+        case .snapshotKeep(let key, let version, let fingerprint):
+            // The version alone does not prove the entry is the source's: a head that died with
+            // writes not yet committed may have used revisions its successor as head used again
+            // for other writes, and this node may hold one of those writes (on disk, or in
+            // memory kept through a lost lease). The fingerprint tells them apart.
             completion(Result { () throws(WeftError) in
-                let have = try read(key) { $0?.version ?? 0 }
-                guard have == version else { throw .versionMismatch(key, expected: version, actual: have) }
+                let (have, same) = try read(key) { kv in (kv?.version ?? 0, fingerprint == nil || kv?.fingerprint == fingerprint) }
+                guard have == version, same else { throw .versionMismatch(key, expected: version, actual: have) }
                 return .written(version: version, length: 0)
             })
         case .snapshotPrune(let index, let keep):
@@ -159,5 +165,24 @@ extension MemoryStore {
     /// The revision of the shard's last change.
     public func shardRevision(_ index: Int) -> Revision {
         shards[index].state.withLock { $0.revision }
+    }
+}
+
+extension KeyValue {
+    /// A 64-bit FNV-1a hash of the value and the create revision: what a delta copy compares,
+    /// beside the version, to confirm an entry in place.
+    public var fingerprint: UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in value {
+            h ^= UInt64(b)
+            h &*= 0x100_0000_01b3
+        }
+        var c = createRevision
+        for _ in 0..<8 {
+            h ^= c & 0xff
+            h &*= 0x100_0000_01b3
+            c >>= 8
+        }
+        return h
     }
 }

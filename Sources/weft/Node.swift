@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import NIOPosix
 import WeftClient
 import WeftCluster
@@ -56,10 +57,15 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: "Cache lease in ms: how long a client may cache a value it read from this node (a write of the key waits until the caches confirm they dropped it, or their leases end). 0 turns caching off.")
     var cacheLeaseMs: Int64 = 1_000
 
+    @Option(name: .long, help: "Event-loop threads (default: one per core). Nodes sharing a machine (Cluster/local, bench --cluster) run better with fewer each.")
+    var eventLoops: Int?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
     func run() async throws {
+        // Before anything touches the shared event-loop group.
+        if let eventLoops, eventLoops >= 1 { NIOSingletons.groupLoopCountSuggestion = eventLoops }
         Weft.bootstrapServer(logLevel: logLevel)
         var logger = Logger(label: "weft.node")
         try await Weft.exiting(json: true) {
