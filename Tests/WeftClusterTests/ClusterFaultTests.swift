@@ -6,10 +6,12 @@ import WeftCluster
 import WeftTestKit
 
 /// Jepsen-style: concurrent clients put, CAS and get a few keys while a nemesis kills
-/// (SIGKILL) and restarts nodes and pauses them (SIGSTOP: the node is cut off from everyone);
-/// the history must be linearizable and no acknowledged write may be lost. Seeded:
-/// WEFT_TEST_SEED replays a run. The cached variant has half the clients read through the
-/// coherent cache: no cached read may be older than the last write acknowledged before it.
+/// (SIGKILL) and restarts nodes, pauses them (SIGSTOP: the node is cut off from everyone) and
+/// partitions them from etcd (the node runs on and clients and peers still reach it, but its
+/// lease runs out and it is dropped from its chains: the case for stale reads); the history
+/// must be linearizable and no acknowledged write may be lost. Seeded: WEFT_TEST_SEED replays
+/// a run. The cached variant has half the clients read through the coherent cache: no cached
+/// read may be older than the last write acknowledged before it.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct ClusterFaultTests {
     static let keys = ["k0", "k1", "k2", "k3"]
 
@@ -57,11 +59,14 @@ import WeftTestKit
         let seed = ProcessInfo.processInfo.environment["WEFT_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64(Int64.max))
         print("cluster fault test\(cached ? " (cached reads)" : ""): seed \(seed) (replay with WEFT_TEST_SEED=\(seed))")
         var options = LocalCluster.Options(nodes: 3, replicas: 3, shards: 8, leaseTTLSeconds: 1, durable: durable, logLevel: "info")
+        options.etcdProxies = true  // for the partition fault
         // Cache leases shorter than the membership lease (a dead tail's leases end before its
         // chains change), as the defaults are.
         if cached { options.extraArguments = ["--cache-lease-ms", "500"] }
         let cluster = try LocalCluster(weftBinary: WeftExecutable.path, options: options)
         defer { cluster.stop() }
+        // Other tests may run clusters at the same time: say which directory is this one's.
+        print("cluster fault test (seed \(seed)): logs in \(cluster.directory)")
         let admin = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 2_000, requestTimeoutMs: 1_000))
         try await settle(admin, nodes: 3)
 
@@ -115,18 +120,28 @@ import WeftTestKit
                 while ContinuousClock.now + .seconds(4) < end {
                     try await Task.sleep(for: .milliseconds(500 + Int64(rng.next() % 1000)))
                     let victim = Int(rng.next() % 3)
-                    if rng.next() % 2 == 0 {
+                    switch rng.next() % 3 {
+                    case 0:
                         print("nemesis: kill -9 node \(victim)")
                         cluster.kill9(victim)
                         try await Task.sleep(for: .milliseconds(800 + Int64(rng.next() % 1500)))
                         print("nemesis: restart node \(victim)")
                         try cluster.restart(victim)
-                    } else {
+                    case 1:
                         print("nemesis: pause node \(victim)")
                         cluster.pause(victim)
                         try await Task.sleep(for: .milliseconds(1_500 + Int64(rng.next() % 1500)))
                         print("nemesis: resume node \(victim)")
                         cluster.resume(victim)
+                    default:
+                        // etcd grants the 1 s lease TTL as 2 s (its minimum): a longer cut
+                        // costs the node its membership while it still runs and answers; a
+                        // shorter one tests a node that rides through a brief loss of etcd.
+                        print("nemesis: partition node \(victim) from etcd")
+                        cluster.partition(victim)
+                        try await Task.sleep(for: .milliseconds(1_500 + Int64(rng.next() % 1500)))
+                        print("nemesis: heal node \(victim)")
+                        cluster.heal(victim)
                     }
                     // A node that exited though the nemesis did not kill it crashed.
                     try Self.expectAllRunning(cluster)

@@ -6,8 +6,9 @@ import Foundation
 /// A Weft cluster on this machine for tests and benchmarks: one etcd and N `weft node`
 /// processes on loopback ports, each with its own log (and data directory with `durable`).
 /// Nodes can be killed (SIGKILL), restarted with the same arguments, paused (SIGSTOP: to the
-/// rest of the cluster a paused node is partitioned away) and resumed. Everything is stopped
-/// by `stop()` (and by deinit).
+/// rest of the cluster a paused node is partitioned away) and resumed. With `etcdProxies`,
+/// a node can also be partitioned from etcd alone while it keeps running and serving clients
+/// and peers. Everything is stopped by `stop()` (and by deinit).
 public final class LocalCluster: @unchecked Sendable {
     public struct Options: Sendable {
         public var nodes: Int
@@ -18,6 +19,10 @@ public final class LocalCluster: @unchecked Sendable {
         public var logLevel: String
         /// Extra `weft node` arguments (e.g. `--cache-lease-ms 1000`).
         public var extraArguments: [String] = []
+        /// Each node reaches etcd through its own TCP proxy, so that `partition(_:)` can cut
+        /// it off from etcd (its lease runs out, the coordinator drops it from its chains)
+        /// while it stays up and reachable: the case in which a node may serve stale reads.
+        public var etcdProxies = false
         public init(nodes: Int = 3, replicas: Int = 3, shards: Int = 64, leaseTTLSeconds: Int = 2, durable: Bool = false, logLevel: String = "info") {
             self.nodes = nodes
             self.replicas = replicas
@@ -36,6 +41,9 @@ public final class LocalCluster: @unchecked Sendable {
     private let weft: String
     private var etcd: Process?
     private var nodes: [Process?]
+    /// With `etcdProxies`, node i's way to etcd; it keeps its port for the cluster's life, so
+    /// a restarted node goes through it too.
+    private var proxies: [TCPProxy] = []
     private let lock = NSLock()
 
     /// Starts etcd and the nodes, and waits until every node has printed its ready line.
@@ -71,6 +79,10 @@ public final class LocalCluster: @unchecked Sendable {
         etcdURL = "http://127.0.0.1:\(ports[0])"
         addresses = (0..<options.nodes).map { "127.0.0.1:\(ports[2 + $0])" }
         nodes = Array(repeating: nil, count: options.nodes)
+        // (On a throw from here on, deinit's stop() ends what was started.)
+        if options.etcdProxies {
+            for _ in 0..<options.nodes { proxies.append(try Self.proxy(to: ports[0])) }
+        }
         for i in 0..<options.nodes { try start(i) }
         for i in 0..<options.nodes { try waitReady(i, seconds: 30) }
     }
@@ -79,10 +91,15 @@ public final class LocalCluster: @unchecked Sendable {
 
     public func log(_ i: Int) -> String { directory + "/node\(i).log" }
 
+    /// The etcd URL node `i` is given: its proxy's with `etcdProxies`.
+    public func etcdURL(forNode i: Int) -> String {
+        proxies.isEmpty ? etcdURL : "http://127.0.0.1:\(proxies[i].port)"
+    }
+
     /// The node's arguments (the same on every restart).
     private func arguments(_ i: Int) -> [String] {
         var args = [
-            "node", "--etcd", etcdURL, "--listen", addresses[i], "--http", "off", "--cluster", "test",
+            "node", "--etcd", etcdURL(forNode: i), "--listen", addresses[i], "--http", "off", "--cluster", "test",
             "--replicas", "\(options.replicas)", "--shards", "\(options.shards)", "--lease-ttl", "\(options.leaseTTLSeconds)",
             "--log-level", options.logLevel,
         ]
@@ -134,6 +151,18 @@ public final class LocalCluster: @unchecked Sendable {
     public func pause(_ i: Int) { signal(i, SIGSTOP) }
     public func resume(_ i: Int) { signal(i, SIGCONT) }
 
+    /// Cuts node `i` off from etcd (needs `etcdProxies`): its etcd connections are closed and
+    /// new ones are closed at once, until `heal(i)`. The node keeps running and serving.
+    public func partition(_ i: Int) {
+        precondition(!proxies.isEmpty, "partition needs Options.etcdProxies")
+        proxies[i].partition()
+    }
+
+    public func heal(_ i: Int) {
+        precondition(!proxies.isEmpty, "heal needs Options.etcdProxies")
+        proxies[i].heal()
+    }
+
     public func isRunning(_ i: Int) -> Bool {
         lock.lock()
         defer { lock.unlock() }
@@ -147,7 +176,7 @@ public final class LocalCluster: @unchecked Sendable {
         if let p, p.isRunning { kill(p.processIdentifier, sig) }
     }
 
-    /// Stops every node and etcd.
+    /// Stops every node, the proxies and etcd.
     public func stop() {
         lock.lock()
         let all = nodes.compactMap { $0 }
@@ -160,6 +189,11 @@ public final class LocalCluster: @unchecked Sendable {
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
         }
+        // After the nodes, so their connections are gone already; bounded, so a stuck proxy
+        // thread cannot hang the test (it holds only shut-down sockets and ends on its own).
+        for proxy in proxies where !proxy.stop() {
+            FileHandle.standardError.write(Data("LocalCluster: proxy on port \(proxy.port) still has threads running after stop\n".utf8))
+        }
         if let e, e.isRunning {
             kill(e.processIdentifier, SIGKILL)
             e.waitUntilExit()
@@ -168,8 +202,23 @@ public final class LocalCluster: @unchecked Sendable {
 
     // MARK: helpers
 
+    /// A proxy to etcd on a free port; a port taken meanwhile (by another test) means another.
+    private static func proxy(to etcdPort: Int) throws -> TCPProxy {
+        var failure: Error?
+        for _ in 0..<5 {
+            do {
+                return try TCPProxy(port: try freePorts(1)[0], targetPort: etcdPort)
+            } catch {
+                failure = error
+            }
+        }
+        throw failure!
+    }
+
     static func launch(_ path: String, _ args: [String], log: String, stdout: String? = nil) throws -> Process {
-        FileManager.default.createFile(atPath: log, contents: nil)
+        // Appended to, not truncated: a restarted node's log keeps what it did before it was
+        // killed (which a violation found later may need).
+        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
