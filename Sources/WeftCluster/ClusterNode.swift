@@ -159,6 +159,9 @@ public final class ClusterNode: Sendable {
         while !Task.isCancelled {
             await session.lost()
             servingUntilMs.store(0, ordering: .releasing)
+            // What this node holds now may include writes of its old life that never committed,
+            // and state in flight: from now on it is copied in whole, never by delta.
+            replication.forbidDeltaCatchUp()
             if Task.isCancelled || state.withLock({ $0.stopped }) { return }
             logger.warning("cluster membership lost; registering again", metadata: ["reason": "\(session.lossReason.map { "\($0)" } ?? "unknown")"])
             while !Task.isCancelled {

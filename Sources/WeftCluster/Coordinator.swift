@@ -114,12 +114,15 @@ public struct Coordinator: Sendable {
             }
         }
         // 3. An empty chain restarts on one node: a former member that came back (with --data
-        //    it recovered the shard from disk; the tail first, it holds exactly the committed
-        //    writes), else any node (the shard's data is gone). Short chains get a node copied in.
+        //    it recovered the shard from disk), else any node (the shard's data is gone). The
+        //    head first: every member acknowledges a write only once it is on its disk, but the
+        //    tail may have joined just before, with changes acknowledged by the tail before it
+        //    not yet on its disk; what the head holds beyond the committed writes was never
+        //    acknowledged, so it may take effect. Short chains get a node copied in.
         for s in 0..<next.shardCount {
             if next.chains[s].isEmpty {
                 next.joining[s] = nil
-                if let back = current.chains[s].last(where: { live[$0] != nil }) {
+                if let back = current.chains[s].first(where: { live[$0] != nil }) {
                     next.chains[s] = [back]
                 } else if let n = Self.leastLoaded(next, excluding: []) {
                     next.chains[s] = [n]

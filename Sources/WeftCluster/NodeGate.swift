@@ -231,10 +231,10 @@ public final class NodeGate: ClusterGate, Sendable {
             replication.beginCopy(shard: s)
             store.applyReplicated(.snapshotBegin(shard: s)) { result in completion(result.map { _ in 0 }) }
         case .snapshotDelta:
-            // Only a node whose data survived on disk catches up by delta; one that kept its
+            // Only a node whose data came back from disk catches up by delta; one that kept its
             // memory through a lost lease may hold writes that were never committed.
-            guard replication.isDurable else {
-                completion(.failure(WeftError(.invalidArgument, "node \(me) is not durable: copy the whole shard")))
+            guard replication.acceptsDeltaCopy else {
+                completion(.failure(WeftError(.invalidArgument, "node \(me) takes whole copies only (not durable, or it lost its membership while running)")))
                 return
             }
             replication.beginCopy(shard: s, delta: true)
@@ -264,11 +264,14 @@ public final class NodeGate: ClusterGate, Sendable {
             let store = self.store
             let finish: @Sendable () -> Void = {
                 store.applyReplicated(.snapshotEnd(shard: s, revision: message.revision)) { result in
-                    if case .success = result {
-                        replication.endCopy(shard: s, revision: message.revision)
+                    guard case .success = result else { return completion(result.map { _ in message.revision }) }
+                    replication.endCopy(shard: s, revision: message.revision)
+                    // Joins the chain only once the copy is on disk (with --data): as a member it
+                    // may be the one a whole-cluster restart starts the shard again from.
+                    replication.whenLogged(shard: s) {
                         copied(s, since)
+                        completion(.success(message.revision))
                     }
-                    completion(result.map { _ in message.revision })
                 }
             }
             if let seen = replication.takeCopySeen(shard: s) {

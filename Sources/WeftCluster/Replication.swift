@@ -77,6 +77,11 @@ public final class Replication: ChangeLog, Sendable {
         /// as tail granted: its first writes wait one lease).
         var tailSinceMs: Int64 = 0
         var waiters: [(revision: Revision, call: @Sendable () -> Void)] = []
+        /// Changes appended to `pending` and completed, ever; and calls waiting for the
+        /// completion of every change appended before them.
+        var appended: UInt64 = 0
+        var completed: UInt64 = 0
+        var drainWaiters: [(count: UInt64, call: @Sendable () -> Void)] = []
 
         /// Removes and returns the changes at the front that are complete, and the reads
         /// that waited on the held ones.
@@ -86,6 +91,7 @@ public final class Replication: ChangeLog, Sendable {
             guard n > 0 else { return ([], []) }
             let done = Array(pending[..<n])
             pending.removeFirst(n)
+            completed += UInt64(n)
             var released: [@Sendable () -> Void] = []
             for p in done {
                 guard let key = p.heldKey else { continue }
@@ -102,9 +108,15 @@ public final class Replication: ChangeLog, Sendable {
 
         /// Waiters whose revision is committed (no pending change at or below it).
         mutating func popWaiters() -> [@Sendable () -> Void] {
-            guard !waiters.isEmpty else { return [] }
+            var ready: [@Sendable () -> Void] = []
+            if !drainWaiters.isEmpty {
+                let done = completed
+                ready = drainWaiters.filter { $0.count <= done }.map(\.call)
+                drainWaiters.removeAll { $0.count <= done }
+            }
+            guard !waiters.isEmpty else { return ready }
             let lowest = pending.first?.revision ?? .max
-            let ready = waiters.filter { $0.revision < lowest }.map(\.call)
+            ready += waiters.filter { $0.revision < lowest }.map(\.call)
             waiters.removeAll { $0.revision < lowest }
             return ready
         }
@@ -126,6 +138,14 @@ public final class Replication: ChangeLog, Sendable {
 
     public var pendingChangesMax: Int { inner?.pendingChangesMax ?? 0 }
     public var isDurable: Bool { inner?.isDurable ?? false }
+
+    /// Whether a joining copy to this node may be a delta: only while what it holds is what
+    /// it recovered from disk at start (plus what it received since as a member). Off for a
+    /// node without a durable log, and for good once the node lost its membership while alive.
+    var acceptsDeltaCopy: Bool { isDurable && !deltaForbidden.load(ordering: .acquiring) }
+    private let deltaForbidden = Atomic<Bool>(false)
+
+    func forbidDeltaCatchUp() { deltaForbidden.store(true, ordering: .releasing) }
 
     /// How much longer (ms) this node's cluster membership surely lasts: no cache lease it
     /// grants outlives it, so once a map has dropped a node whose membership ended, no cache
@@ -177,6 +197,7 @@ public final class Replication: ChangeLog, Sendable {
         let epoch: UInt64 = shards[s].withLock { st in
             if st.copying {
                 st.pending.append(Pending(revision: revision, previous: 0, change: change, local: inner == nil, remote: true, done: done))
+                st.appended += 1
                 return 0
             }
             let previous = st.last
@@ -199,6 +220,7 @@ public final class Replication: ChangeLog, Sendable {
             st.pending.append(Pending(
                 revision: revision, previous: previous, change: change, local: inner == nil,
                 remote: st.successor == nil && holdUntil == 0, done: done, heldKey: holdUntil > 0 ? key : nil, acksLeft: acks, invalidations: seqs))
+            st.appended += 1
             if holdUntil > 0 { st.heldKeys[key, default: 0] += 1 }
             let message = Self.message(change, shard: s, from: me, revision: revision, previous: previous)
             if st.successor != nil, cacheLeaseMs > 0, let c = st.cachedUntil[key], c > now {
@@ -423,6 +445,16 @@ public final class Replication: ChangeLog, Sendable {
     /// (at once if none is pending).
     func whenCommitted(shard s: Int, revision: Revision, _ body: @escaping @Sendable () -> Void) {
         shards[s].withLock { $0.waiters.append((revision, body)) }
+        drain(s)
+    }
+
+    /// Calls `body` once every change of the shard logged so far is complete (on disk, with
+    /// a durable log), in whatever order their revisions came (a shard copy's do not ascend).
+    func whenLogged(shard s: Int, _ body: @escaping @Sendable () -> Void) {
+        shards[s].withLock { st in
+            let count = st.appended
+            st.drainWaiters.append((count, body))
+        }
         drain(s)
     }
 

@@ -138,6 +138,16 @@ import WeftCore
         Self.check(c.map!, replicas: 1)
     }
 
+    @Test func aWholeClusterRestartStartsEachShardAgainOnItsFormerHead() {
+        var c = Coordinator(shardCount: 4, replicas: 3)
+        let before = Self.settle(&c, c.handle(.members(Self.nodes(["a", "b", "c"]))))!
+        // Every node comes back as a new incarnation (killed and restarted with --data).
+        let after = Self.settle(&c, c.handle(.members(Self.nodes(["a", "b", "c"], incarnation: 2))))!
+        for s in 0..<4 {
+            #expect(after.chains[s].first == before.chains[s].first, "shard \(s): \(before.chains[s]) → \(after.chains[s])")
+        }
+    }
+
     @Test func losingEveryReplicaRestartsTheShardOnASurvivor() {
         var c = Coordinator(shardCount: 4, replicas: 1)
         Self.settle(&c, c.handle(.members(Self.nodes(["a", "b"]))))
