@@ -51,6 +51,9 @@ public struct InvokeBench: Sendable {
         public var coldSamples = 8
         public var handoffRounds = 30
         public var overloadSeconds = 4.0
+        /// The spread scenarios: measured window, and the paced warm-up before it.
+        public var spreadSeconds = 5.0
+        public var spreadWarmupSeconds = 1.0
         public var quick = false
         public init(quick: Bool) {
             self.quick = quick
@@ -59,6 +62,8 @@ public struct InvokeBench: Sendable {
                 coldSamples = 4
                 handoffRounds = 10
                 overloadSeconds = 1.5
+                spreadSeconds = 2.0
+                spreadWarmupSeconds = 0.5
             }
         }
     }
@@ -204,6 +209,28 @@ public struct InvokeBench: Sendable {
         }
         let capacity = Double(tally.done.load(ordering: .relaxed)) / seconds
         let rate = 2 * capacity
+        let (total, elapsed) = await Self.openLoop(rate: rate, seconds: seconds, client: client, tally: tally) { _ in "hello" }
+        let goodput = Double(tally.ok.load(ordering: .relaxed)) / max(elapsed, seconds)
+        let (p50, p99) = Self.summary(tally.latencies.withLock { $0 })
+        let share = Double(tally.overloaded.load(ordering: .relaxed)) / Double(max(total, 1))
+        log("overload: capacity \(Int(capacity))/s, offered \(Int(rate))/s, goodput \(Int(goodput))/s (\(String(format: "%.2f", goodput / max(capacity, 1)))×), overloaded \(String(format: "%.1f", share * 100))%")
+        return InvokeResult(
+            scenario: "overload-2x", p50Us: p50, p99Us: p99,
+            extra: [("capacityPerSec", capacity), ("offeredPerSec", rate), ("goodputPerSec", goodput),
+                    ("goodputRatio", goodput / max(capacity, 1)), ("overloadedShare", share),
+                    ("otherErrors", Double(tally.failed.load(ordering: .relaxed)))])
+    }
+}
+
+extension InvokeBench {
+    /// Open loop: invocation i is sent at start + i/rate (by `function(i)`) whether or not the
+    /// earlier ones have answered, for `seconds`; then waits for every answer. Latency runs
+    /// from the send of each invocation to its answer. Returns the invocations sent and the
+    /// seconds from the first send to the last answer.
+    static func openLoop(
+        rate: Double, seconds: Double, client: WeftClient, tally: OverloadTally, function: @escaping @Sendable (Int) -> String
+    ) async -> (total: Int, elapsed: Double) {
+        let clock = ContinuousClock()
         let start = clock.now
         let total = Int(rate * seconds)
         await withTaskGroup(of: Void.self) { group in
@@ -213,7 +240,7 @@ public struct InvokeBench: Sendable {
                 group.addTask {
                     let t0 = clock.now
                     do {
-                        _ = try await client.invoke("hello", [1])
+                        _ = try await client.invoke(function(i), [1])
                         tally.ok.wrappingAdd(1, ordering: .relaxed)
                         let t = Self.micros(clock.now - t0)
                         tally.latencies.withLock { $0.append(t) }
@@ -224,16 +251,69 @@ public struct InvokeBench: Sendable {
             }
             await group.waitForAll()
         }
-        let elapsed = Self.micros(clock.now - start) / 1e6
-        let goodput = Double(tally.ok.load(ordering: .relaxed)) / max(elapsed, seconds)
+        return (total, Self.micros(clock.now - start) / 1e6)
+    }
+
+    /// One total rate spread over many functions: `client` talks to a node of its own (pid
+    /// `serverPID`, started by the caller) on which `functions` copies of the same function are
+    /// deployed as `prefix`0…`prefix`N-1. Each is warmed up (3 invocations, one function after
+    /// the other, so its instance exists), then the same open-loop load runs, round-robin over
+    /// the functions, for `spreadWarmupSeconds` (instances a burst needs start here) and for
+    /// `spreadSeconds` measured.
+    /// Around the measured window it samples the node's process tree (`ProcessTreeSample`):
+    /// CPU seconds of `weft up` and its descendants (the function instances under
+    /// `weft-launcher`) used in the window, and RSS at its end; instances that started in the
+    /// window (`instancesStarted`, counted by their `weft-launcher` processes) are the cold
+    /// starts that happened in it: 0 means the window measured warm instances only.
+    public func spread(
+        functions n: Int, prefix: String, ratePerSecond rate: Double, client: WeftClient, serverPID: Int32, log: (String) -> Void
+    ) async throws -> InvokeResult {
+        let names = (0..<n).map { "\(prefix)\($0)" }
+        // One function at a time: warming 4 at once, one instance start failed with `execve
+        // .../main: Text file busy` (likely a launcher spawned during another function's code
+        // install still held a copy of the fd that code was written through). A failed warm-up
+        // call is counted (warmupErrors) and retried.
+        var warmupErrors = 0
+        for name in names {
+            var answered = 0
+            for _ in 0..<6 where answered < 3 {
+                do {
+                    _ = try await client.invoke(name, [1])
+                    answered += 1
+                } catch {
+                    warmupErrors += 1
+                    log("spread-\(n): warm-up of \(name) failed: \(error)")
+                }
+            }
+        }
+        _ = await Self.openLoop(rate: rate, seconds: config.spreadWarmupSeconds, client: client, tally: OverloadTally()) { names[$0 % n] }
+        let tally = OverloadTally()
+        let before = ProcessTreeSample.take(root: serverPID, memory: false)
+        let (total, elapsed) = await Self.openLoop(rate: rate, seconds: config.spreadSeconds, client: client, tally: tally) { names[$0 % n] }
+        let after = ProcessTreeSample.take(root: serverPID)
         let (p50, p99) = Self.summary(tally.latencies.withLock { $0 })
-        let share = Double(tally.overloaded.load(ordering: .relaxed)) / Double(max(total, 1))
-        log("overload: capacity \(Int(capacity))/s, offered \(Int(rate))/s, goodput \(Int(goodput))/s (\(String(format: "%.2f", goodput / max(capacity, 1)))×), overloaded \(String(format: "%.1f", share * 100))%")
-        return InvokeResult(
-            scenario: "overload-2x", p50Us: p50, p99Us: p99,
-            extra: [("capacityPerSec", capacity), ("offeredPerSec", rate), ("goodputPerSec", goodput),
-                    ("goodputRatio", goodput / max(capacity, 1)), ("overloadedShare", share),
-                    ("otherErrors", Double(tally.failed.load(ordering: .relaxed)))])
+        let ok = tally.ok.load(ordering: .relaxed)
+        let cpu = ProcessTreeSample.cpuSeconds(from: before, to: after)
+        let serverCPU = ProcessTreeSample.rootCPUSeconds(from: before, to: after)
+        let started = after.children.subtracting(before.children).count
+        let ended = before.children.subtracting(after.children).count
+        let mib = { (b: UInt64) in String(format: "%.0f MiB", Double(b) / 1_048_576) }
+        log("spread over \(n) functions at \(Int(rate))/s: p50 \(p50) µs, p99 \(p99) µs, \(String(format: "%.2f", cpu)) CPU s "
+            + "(weft up itself \(String(format: "%.2f", serverCPU))) in \(String(format: "%.2f", elapsed)) s, RSS \(mib(after.rssBytes)) "
+            + "(weft up \(mib(after.rootRSSBytes))\(after.pssBytes.map { ", PSS \(mib($0))" } ?? "")), \(after.children.count) instances, "
+            + "\(started) started and \(ended) ended in the window")
+        var extra: [(String, Double)] = [
+            ("functions", Double(n)), ("ratePerSecond", rate), ("achievedPerSecond", Double(ok) / max(elapsed, 1e-9)),
+            ("seconds", elapsed), ("cpuSeconds", cpu), ("serverCpuSeconds", serverCPU),
+            ("rssBytes", Double(after.rssBytes)), ("serverRssBytes", Double(after.rootRSSBytes)),
+        ]
+        if let pss = after.pssBytes { extra.append(("pssBytes", Double(pss))) }
+        extra += [
+            ("instances", Double(after.children.count)), ("instancesStarted", Double(started)),
+            ("overloaded", Double(tally.overloaded.load(ordering: .relaxed))), ("otherErrors", Double(tally.failed.load(ordering: .relaxed))),
+            ("sent", Double(total)), ("warmupErrors", Double(warmupErrors)),
+        ]
+        return InvokeResult(scenario: "spread-\(n)", p50Us: p50, p99Us: p99, extra: extra)
     }
 }
 

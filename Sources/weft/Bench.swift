@@ -213,17 +213,22 @@ struct BenchState: AsyncParsableCommand {
 struct BenchInvoke: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "invoke",
-        abstract: "Function invocation latency: warm (HTTP and Weft protocol), chained, cold start, 1 MiB handoff (Weft state vs Redis), 2× overload.",
+        abstract: "Function invocation latency: warm (HTTP and Weft protocol), chained, cold start, 1 MiB handoff (Weft state vs Redis), 2× overload, one rate spread over 1/10/100 functions.",
         discussion: """
             Starts `weft up` twice (one with a long keep-alive for warm scenarios, one with a \
             0.3 s keep-alive for cold starts) and redis-server, deploys the example `hello` and \
             `weft-bench-function` (both must be built next to this executable, with \
-            weft-launcher), and runs every scenario. --json prints {"results":[...]}.
+            weft-launcher), and runs every scenario. The spread-N scenarios start a fresh \
+            `weft up` per N, deploy N copies of `hello` and offer the same open-loop rate \
+            round-robin over them: latency, the node's CPU seconds (weft up and its function \
+            instances) and RSS. --json prints {"results":[...]}.
             """)
 
     @Flag(help: "Fewer samples: the run takes well under a minute.") var quick = false
     @Flag(help: "Print exactly one JSON object instead of a table.") var json = false
     @Flag(inversion: .prefixedNo, help: "Compare the handoff with Redis.") var redis = true
+    @Option(help: "Function counts of the spread scenarios, comma-separated (empty: none).") var spread = "1,10,100"
+    @Option(help: "Total invocations per second of the spread scenarios (default: 1000, or an eighth of the capacity the overload scenario measured if lower).") var spreadRate: Double?
 
     func run() async throws {
         MallocTuning.apply()
@@ -239,7 +244,8 @@ struct BenchInvoke: AsyncParsableCommand {
             defer { try? FileManager.default.removeItem(atPath: tmp) }
 
             var servers: [ManagedServer] = []
-            defer { servers.forEach { $0.stop() } }
+            func stopServers() { servers.forEach { Self.stop($0) } }
+            defer { stopServers() }
             func node(_ name: String, keepAlive: String) throws -> (ManagedServer, InvokeBench.Gateway) {
                 let httpPort = try ManagedServer.freePort()
                 let tokenFile = "\(tmp)/\(name).token"
@@ -285,12 +291,59 @@ struct BenchInvoke: AsyncParsableCommand {
             results.append(try await bench.chained(log: log))
             results.append(try await bench.coldStarts(coldGateway: coldGateway, log: log))
             results += try await bench.handoff(log: log)
-            results.append(try await bench.overload(log: log))
+            let overload = try await bench.overload(log: log)
+            results.append(overload)
+            let counts = spread.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) ?? 0 }
+            guard counts.allSatisfy({ $0 > 0 }) else { throw WeftError(.invalidArgument, "--spread '\(spread)' is not a list of positive integers") }
+            if !counts.isEmpty {
+                // The other nodes and Redis are done: stop them so they do not share the cores.
+                stopServers()
+                let capacity = overload.extra.first { $0.0 == "capacityPerSec" }?.1 ?? 0
+                // 1000/s: about 0.4 core of worker CPU on the 2-core VM with one function;
+                // a quarter of the closed-loop capacity (≈13k/s there) already took a full core and
+                // sent 100 functions into a storm of instance starts. Slower machines get capacity/8.
+                let rate = spreadRate ?? max(50, (min(1000, capacity / 8) / 50).rounded(.down) * 50)
+                for n in counts {
+                    do {
+                        results.append(try await spreadScenario(functions: n, rate: rate, bench: bench, exe: exe, code: try code("hello"), log: log))
+                    } catch {
+                        log("spread-\(n) failed (no row): \(error)")
+                    }
+                }
+            }
             if json {
                 FileHandle.standardOutput.write(Data((renderInvokeJSON(results) + "\n").utf8))
             } else {
                 FileHandle.standardOutput.write(Data(renderInvokeTable(results).utf8))
             }
+        }
+    }
+
+    /// Stops a server; for a `weft up`, also removes the code its worker unpacked (N × the
+    /// executable for spread-N) from Up.makeWorker's directory, which the node leaves behind.
+    static func stop(_ server: ManagedServer) {
+        server.stop()
+        if server.name == "weft" { try? FileManager.default.removeItem(atPath: "/tmp/weft-code-\(server.pid)") }
+    }
+
+    /// One spread-N row on a node of its own, so its RSS and CPU hold exactly N deployed
+    /// functions: the default limits fit (8 instances and 256 queued per function, none across
+    /// functions); `overloaded` refusals are counted in the row rather than failing the run.
+    func spreadScenario(functions n: Int, rate: Double, bench: InvokeBench, exe: String, code: [UInt8], log: @escaping @Sendable (String) -> Void) async throws -> InvokeResult {
+        let server = try ManagedServer.weft(executable: exe, arguments: ["--http", "off", "--keep-alive", "600", "--log-level", "warning"])
+        defer { Self.stop(server) }
+        let client = try await WeftClient.connect(host: server.host, port: server.port, connections: 4)
+        let registry = FunctionRegistry(store: ClientBackedStore(client: client))
+        do {
+            for i in 0..<n {
+                _ = try await registry.deploy(tenant: "admin", manifest: FunctionManifest(name: "spread-\(i)", memoryMB: 64, concurrency: 8), code: code)
+            }
+            let row = try await bench.spread(functions: n, prefix: "spread-", ratePerSecond: rate, client: client, serverPID: server.pid, log: log)
+            await client.close()
+            return row
+        } catch {
+            await client.close()
+            throw error
         }
     }
 }

@@ -56,16 +56,22 @@ struct FunctionCLITests {
     }
 
     @Test func benchInvokePrintsOneJSONObjectWithEveryScenario() throws {
-        let r = try WeftBinary.run(["bench", "invoke", "--quick", "--json"], timeoutSeconds: 240)
+        // Spread over 1 and 2 functions only (the default 1,10,100 deploys 111 copies of hello).
+        let r = try WeftBinary.run(["bench", "invoke", "--quick", "--json", "--spread", "1,2"], timeoutSeconds: 240)
         #expect(r.status == 0, "\(r.stderr)")
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
         let rows = obj?["results"] as? [[String: Any]] ?? []
         let scenarios = rows.compactMap { $0["scenario"] as? String }
-        for s in ["warm-http", "warm-weft-protocol", "chained-call", "cold-start", "handoff-1MiB-weft", "overload-2x"] {
+        for s in ["warm-http", "warm-weft-protocol", "chained-call", "cold-start", "handoff-1MiB-weft", "overload-2x", "spread-1", "spread-2"] {
             #expect(scenarios.contains(s), "missing \(s) in \(scenarios)")
         }
         for row in rows {
             #expect((row["p50Us"] as? Double ?? -1) >= 0)
+        }
+        for row in rows where (row["scenario"] as? String)?.hasPrefix("spread-") == true {
+            for field in ["functions", "ratePerSecond", "cpuSeconds", "rssBytes", "instances"] {
+                #expect((row[field] as? Double ?? 0) > 0, "\(field) in \(row)")
+            }
         }
     }
 }
