@@ -153,14 +153,10 @@ struct BenchState: AsyncParsableCommand {
         if sizes == "64,4096,65536,1048576" { config.valueSizes = [4096] }
         let r = min(3, nodes)
         log("starting two clusters of \(nodes) nodes (R=1 and R=\(r)) with their etcds")
-        // The nodes share this machine's cores: one event loop each (both clusters alike).
-        var oneOptions = LocalCluster.Options(nodes: nodes, replicas: 1, leaseTTLSeconds: leaseTtl, logLevel: "warning")
-        oneOptions.extraArguments = ["--event-loops", "1"]
-        let one = try LocalCluster(weftBinary: exe, options: oneOptions)
+        // Nodes as deployed by default (one event loop per core each), both clusters alike.
+        let one = try LocalCluster(weftBinary: exe, options: .init(nodes: nodes, replicas: 1, leaseTTLSeconds: leaseTtl, logLevel: "warning"))
         defer { one.stop() }
-        var manyOptions = LocalCluster.Options(nodes: nodes, replicas: r, leaseTTLSeconds: leaseTtl, logLevel: "warning")
-        manyOptions.extraArguments = ["--event-loops", "1"]
-        let many = try LocalCluster(weftBinary: exe, options: manyOptions)
+        let many = try LocalCluster(weftBinary: exe, options: .init(nodes: nodes, replicas: r, leaseTTLSeconds: leaseTtl, logLevel: "warning"))
         defer { many.stop() }
         var servers: [ManagedServer] = []
         defer { servers.forEach { $0.stop() } }
