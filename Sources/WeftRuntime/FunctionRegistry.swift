@@ -135,17 +135,21 @@ struct CodeCache: Sendable {
         let tmp = exe + ".tmp.\(UInt32.random(in: .min ... .max))"
         let fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o755)
         guard fd >= 0 else { throw WeftError(.storageFailure, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
         var written = 0
         while written < code.count {
             let n = code.withUnsafeBytes { write(fd, $0.baseAddress! + written, code.count - written) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw WeftError(.storageFailure, "cannot write \(tmp): \(String(cString: strerror(errno)))")
+                let reason = String(cString: strerror(errno))
+                close(fd)
+                unlink(tmp)
+                throw WeftError(.storageFailure, "cannot write \(tmp): \(reason)")
             }
             written += n
         }
         fchmod(fd, 0o755)
+        // Closed before it becomes the executable: an open writer makes execve fail (ETXTBSY).
+        close(fd)
         guard rename(tmp, exe) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(tmp)

@@ -161,7 +161,15 @@ static void __attribute__((noreturn)) run_function(void *filter, int errfd, int 
         errno = -rc;
         function_fail(errfd, "seccomp_load");
     }
-    execve(opts.argv[0], opts.argv, environ);
+    // ETXTBSY: another thread of the worker was forking (to start another instance) while it
+    // wrote this function's code, so that child held the file open for writing until its own
+    // execve closed it (O_CLOEXEC acts only at exec). The window is short: retry for ~100 ms.
+    for (int attempt = 0; attempt < 100; attempt++) {
+        execve(opts.argv[0], opts.argv, environ);
+        if (errno != ETXTBSY) break;
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+    }
     char what[300];
     snprintf(what, sizeof what, "execve %s", opts.argv[0]);
     function_fail(errfd, what);
