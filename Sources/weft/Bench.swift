@@ -315,11 +315,12 @@ struct BenchInvoke: AsyncParsableCommand {
         }
     }
 
-    /// Stops a server; for a `weft up`, also removes the code its worker unpacked (N × the
-    /// executable for spread-N) from Up.makeWorker's directory, which the node leaves behind.
+    /// Stops a server; for a `weft up`, also makes sure the code its worker unpacked (N × the
+    /// executable for spread-N) is gone (the node removes it on SIGTERM, not when it had to be
+    /// killed).
     static func stop(_ server: ManagedServer) {
         server.stop()
-        if server.name == "weft" { try? FileManager.default.removeItem(atPath: "/tmp/weft-code-\(server.pid)") }
+        if server.name == "weft" { try? FileManager.default.removeItem(atPath: Up.codeDirectory(pid: server.pid)) }
     }
 
     /// One spread-N row on a node of its own, so its RSS and CPU hold exactly N deployed

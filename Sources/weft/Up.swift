@@ -199,6 +199,7 @@ struct Up: AsyncParsableCommand {
             await gateway?.stop()
             triggers?.stop()
             worker?.shutdown()
+            if worker != nil { try? FileManager.default.removeItem(atPath: Self.codeDirectory(pid: getpid())) }
             await server.stop()
             changeLog?.close()
             try? await group.shutdownGracefully()
@@ -213,7 +214,8 @@ extension Up {
         do {
             let sandbox = try SandboxLauncher.locate(explicit: launcher)
             // Under /tmp: each instance's private /tmp hides every other function's code.
-            var options = Worker.Options(codeDirectory: "/tmp/weft-code-\(getpid())")
+            Self.removeStaleCodeDirectories()
+            var options = Worker.Options(codeDirectory: Self.codeDirectory(pid: getpid()))
             options.keepAliveMs = Int(keepAlive * 1000)
             if let data { options.hiddenPaths = [data] }
             let worker = try Worker(store: store, launcher: sandbox, group: group, options: options, serverLimits: serverLimits, logger: logger)
@@ -222,6 +224,23 @@ extension Up {
         } catch {
             logger.warning("functions disabled: \(error)")
             return nil
+        }
+    }
+}
+
+extension Up {
+    /// Where a node unpacks its functions' code (removed when it shuts down).
+    static func codeDirectory(pid: pid_t) -> String { "/tmp/weft-code-\(pid)" }
+
+    /// Removes the code directories of nodes that are gone (killed, or crashed) so that they
+    /// do not pile up in /tmp: a node whose process no longer exists needs its code no more.
+    static func removeStaleCodeDirectories() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/tmp") else { return }
+        for name in names where name.hasPrefix("weft-code-") {
+            guard let pid = pid_t(name.dropFirst("weft-code-".count)), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                try? FileManager.default.removeItem(atPath: codeDirectory(pid: pid))
+            }
         }
     }
 }
