@@ -46,14 +46,7 @@ public struct FunctionContext: Sendable {
 
     /// Starts another function at once; await the handle's `output`.
     public func invoke(_ function: String, _ input: [UInt8]) -> FunctionHandle {
-        let channel = self.channel
-        return FunctionHandle(function: function, task: Task {
-            do throws(WeftError) {
-                return .success(try await channel.invoke(function, input))
-            } catch {
-                return .failure(error)
-            }
-        })
+        FunctionHandle(function: function, pending: channel.start(function, input))
     }
 
     /// Queues another function without waiting for it; its invocation id.
@@ -115,20 +108,20 @@ public struct FunctionContext: Sendable {
 /// A running invocation of another function.
 public struct FunctionHandle: Sendable {
     public let function: String
-    private let task: Task<Result<(invocationID: String, output: [UInt8]), WeftError>, Never>
+    private let pending: PendingInvocation
 
-    init(function: String, task: Task<Result<(invocationID: String, output: [UInt8]), WeftError>, Never>) {
+    init(function: String, pending: PendingInvocation) {
         self.function = function
-        self.task = task
+        self.pending = pending
     }
 
     /// The function's output once it has finished, or its failure (with its code).
     public var output: [UInt8] {
-        get async throws(WeftError) { try await task.value.get().output }
+        get async throws(WeftError) { try await pending.outcome.get().output }
     }
 
     /// The invocation's id (known once it has finished).
     public var invocationID: String {
-        get async throws(WeftError) { try await task.value.get().invocationID }
+        get async throws(WeftError) { try await pending.outcome.get().invocationID }
     }
 }
