@@ -94,15 +94,22 @@ extension WeftClient {
     func acquireExclusive(name: String, key: String, value: [UInt8], ttlSeconds: Int64, timeoutMs: Int64?) async throws(WeftError) -> WeftLock {
         try StateKey.validate(key)
         let deadline = Self.deadline(afterMs: timeoutMs)
-        let lease = try await grantLease(ttlSeconds: ttlSeconds)
+        var lease = try await grantLease(ttlSeconds: ttlSeconds)
         // Kept alive from the start: a wait longer than the TTL must not let the lease expire
         // before the put that would take the lock with it.
-        let keeper = LeaseKeeper(client: self, lease: lease, ttlSeconds: ttlSeconds)
+        var keeper = LeaseKeeper(client: self, lease: lease, ttlSeconds: ttlSeconds)
         do throws(WeftError) {
             while true {
                 do {
                     let token = try await put(key, value, ifVersion: 0, lease: lease)
                     return WeftLock(name: name, key: key, token: token, keeper: keeper, client: self)
+                } catch where error.code == .leaseNotFound {
+                    // The waiter's own lease lapsed (its keep-alives were held up longer than
+                    // the TTL: a stalled process, a loaded machine). It held nothing yet: wait on
+                    // with a new one.
+                    keeper.stop()
+                    lease = try await grantLease(ttlSeconds: ttlSeconds)
+                    keeper = LeaseKeeper(client: self, lease: lease, ttlSeconds: ttlSeconds)
                 } catch where error.code == .versionMismatch {
                     let current: KeyValue
                     do {

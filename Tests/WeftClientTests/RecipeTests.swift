@@ -14,7 +14,9 @@ struct RecipeTests {
                 group.addTask {
                     let c = try await server.client()
                     for _ in 0..<5 {
-                        let lock = try await c.lock("critical", ttlSeconds: 5, timeoutMs: 20_000)
+                        // A TTL far above the hold: under a loaded CI run a holder's keep-alives
+                        // can be held up for seconds, and a lapsed holder is not what this tests.
+                        let lock = try await c.lock("critical", ttlSeconds: 30, timeoutMs: 60_000)
                         probe.enter(token: lock.token)
                         try await Task.sleep(for: .milliseconds(2))
                         probe.leave()
