@@ -252,9 +252,8 @@ public final class NodeGate: ClusterGate, Sendable {
                 return
             }
             replication.noteCopied(shard: s, key: entry.key)
-            // The source sends the entry's fingerprint as the value (8 bytes, little-endian).
-            let fingerprint: UInt64? = entry.value.count == 8
-                ? entry.value.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) } : nil
+            // The source sends the entry's fingerprint as the value.
+            let fingerprint = KeyValue.fingerprint(fromBytes: entry.value)
             store.applyReplicated(.snapshotKeep(key: entry.key, version: entry.version, fingerprint: fingerprint)) { result in
                 completion(result.map { _ in entry.version })
             }

@@ -612,9 +612,7 @@ public final class Replication: ChangeLog, Sendable {
                     if let since, kv.version <= since {
                         stats.copyKept.add(1, ordering: .relaxed)
                         // The fingerprint as the value: the follower checks it holds this very entry.
-                        let f = kv.fingerprint
-                        let keep = KeyValue(key: kv.key, value: (0..<8).map { UInt8(truncatingIfNeeded: f >> (8 * UInt64($0))) },
-                                            version: kv.version, createRevision: kv.createRevision)
+                        let keep = KeyValue(key: kv.key, value: kv.fingerprintBytes, version: kv.version, createRevision: kv.createRevision)
                         sendToFollower(ReplicationMessage(shard: s, from: me, kind: .snapshotKeep, entry: keep), shard: s, follower: follower, epoch: epoch)
                     } else {
                         stats.copyEntries.add(1, ordering: .relaxed)

@@ -185,4 +185,16 @@ extension KeyValue {
         }
         return h
     }
+
+    /// The fingerprint as a delta copy's keep message carries it: 8 bytes, little-endian.
+    public var fingerprintBytes: [UInt8] {
+        let f = fingerprint
+        return (0..<8).map { UInt8(truncatingIfNeeded: f >> (8 * UInt64($0))) }
+    }
+
+    /// The fingerprint in `bytes` (see `fingerprintBytes`); nil unless they are 8 bytes.
+    public static func fingerprint(fromBytes bytes: [UInt8]) -> UInt64? {
+        guard bytes.count == 8 else { return nil }
+        return bytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    }
 }

@@ -36,5 +36,7 @@ import WeftCore
         #expect(a.fingerprint != b.fingerprint)
         #expect(a.fingerprint != c.fingerprint)
         #expect(a.fingerprint == d.fingerprint)
+        #expect(KeyValue.fingerprint(fromBytes: a.fingerprintBytes) == a.fingerprint)
+        #expect(KeyValue.fingerprint(fromBytes: []) == nil)
     }
 }
