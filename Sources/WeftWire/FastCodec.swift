@@ -21,6 +21,15 @@ enum ProtoWire {
     static func varintFieldSize(_ v: UInt64) -> Int { v == 0 ? 0 : 1 + varintSize(v) }
 
     static func bytesFieldSize(_ count: Int) -> Int { count == 0 ? 0 : 1 + varintSize(UInt64(count)) + count }
+
+    /// Size of an `Entry` message's fields, its value travelling as payload (see `entryFields`).
+    static func entrySize(_ kv: KeyValue) -> Int {
+        bytesFieldSize(kv.key.utf8.count)
+            + varintFieldSize(kv.version)
+            + varintFieldSize(kv.createRevision)
+            + varintFieldSize(UInt64(bitPattern: kv.lease))
+            + varintFieldSize(UInt64(kv.value.count))
+    }
 }
 
 /// Writes protobuf bytes into memory reserved beforehand (sizes are computed first, so the
@@ -48,6 +57,16 @@ struct ProtoWriter {
             x >>= 7
         }
         byte(UInt8(x))
+    }
+
+    /// An `Entry` message's fields: key, version, create revision, lease, and the value's
+    /// length (the value itself follows the frame as payload).
+    mutating func entryFields(_ kv: KeyValue) {
+        bytesField(tag: 0x0A, kv.key.utf8)
+        varintField(tag: 0x10, kv.version)
+        varintField(tag: 0x18, kv.createRevision)
+        varintField(tag: 0x20, UInt64(bitPattern: kv.lease))
+        varintField(tag: 0x28, UInt64(kv.value.count))
     }
 
     /// A varint field, omitted when it holds the proto3 default (0).
@@ -91,22 +110,13 @@ extension ByteBuffer {
 
     /// `Response{id, value: Entry}` + the value as payload.
     mutating func writeValueResponseFast(id: UInt64, _ kv: KeyValue) {
-        let keyBytes = kv.key.utf8.count
-        let entry = ProtoWire.bytesFieldSize(keyBytes)
-            + ProtoWire.varintFieldSize(kv.version)
-            + ProtoWire.varintFieldSize(kv.createRevision)
-            + ProtoWire.varintFieldSize(UInt64(bitPattern: kv.lease))
-            + ProtoWire.varintFieldSize(UInt64(kv.value.count))
+        let entry = ProtoWire.entrySize(kv)
         let header = ProtoWire.varintFieldSize(id) + 1 + ProtoWire.varintSize(UInt64(entry)) + entry
         writeFrameHeader(headerBytes: header, payloadBytes: kv.value.count) { w in
             w.varintField(tag: 0x08, id)
             w.byte(0x52)  // field 10 (value), length-delimited
             w.varint(UInt64(entry))
-            w.bytesField(tag: 0x0A, kv.key.utf8)
-            w.varintField(tag: 0x10, kv.version)
-            w.varintField(tag: 0x18, kv.createRevision)
-            w.varintField(tag: 0x20, UInt64(bitPattern: kv.lease))
-            w.varintField(tag: 0x28, UInt64(kv.value.count))
+            w.entryFields(kv)
         }
         writeBytes(kv.value)
     }

@@ -9,14 +9,7 @@ extension ByteBuffer {
     /// `Request{id, epoch, replicate: Replicate{shard, from, kind, entry?, revision, previous}}`
     /// + the entry's value as payload.
     mutating func writeReplicateRequestFast(id: UInt64, epoch: UInt64, _ m: ReplicationMessage) {
-        var entryBody = 0
-        if let e = m.entry {
-            entryBody = ProtoWire.bytesFieldSize(e.key.utf8.count)
-                + ProtoWire.varintFieldSize(e.version)
-                + ProtoWire.varintFieldSize(e.createRevision)
-                + ProtoWire.varintFieldSize(UInt64(bitPattern: e.lease))
-                + ProtoWire.varintFieldSize(UInt64(e.value.count))
-        }
+        let entryBody = m.entry.map(ProtoWire.entrySize) ?? 0
         let kind = UInt64(m.kind.wire.rawValue)
         var body = ProtoWire.varintFieldSize(UInt64(m.shard))
             + ProtoWire.bytesFieldSize(m.from.utf8.count)
@@ -38,11 +31,7 @@ extension ByteBuffer {
             if let e = m.entry {
                 w.byte(0x22)
                 w.varint(UInt64(entryBody))
-                w.bytesField(tag: 0x0A, e.key.utf8)
-                w.varintField(tag: 0x10, e.version)
-                w.varintField(tag: 0x18, e.createRevision)
-                w.varintField(tag: 0x20, UInt64(bitPattern: e.lease))
-                w.varintField(tag: 0x28, UInt64(e.value.count))
+                w.entryFields(e)
             }
             w.varintField(tag: 0x28, m.revision)
             w.varintField(tag: 0x30, m.previous)
