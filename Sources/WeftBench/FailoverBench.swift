@@ -43,7 +43,7 @@ public struct FailoverBench {
             let window = ContinuousClock.now - start
             histogram.record(window)
             log("failover \(run + 1)/\(runs): killed \(head) (head of shard \(s)); first write after \(Int(Double(window.components.seconds) * 1000 + Double(window.components.attoseconds) / 1e15)) ms")
-            try cluster.restart(victim)
+            try await cluster.restart(victim)
         }
         let summary = histogram.summary
         return BenchResult(

@@ -154,9 +154,9 @@ struct BenchState: AsyncParsableCommand {
         let r = min(3, nodes)
         log("starting two clusters of \(nodes) nodes (R=1 and R=\(r)) with their etcds")
         // Nodes as deployed by default (one event loop per core each), both clusters alike.
-        let one = try LocalCluster(weftBinary: exe, options: .init(nodes: nodes, replicas: 1, leaseTTLSeconds: leaseTtl, logLevel: "warning"))
+        let one = try await LocalCluster.start(weftBinary: exe, options: .init(nodes: nodes, replicas: 1, leaseTTLSeconds: leaseTtl, logLevel: "warning"))
         defer { one.stop() }
-        let many = try LocalCluster(weftBinary: exe, options: .init(nodes: nodes, replicas: r, leaseTTLSeconds: leaseTtl, logLevel: "warning"))
+        let many = try await LocalCluster.start(weftBinary: exe, options: .init(nodes: nodes, replicas: r, leaseTTLSeconds: leaseTtl, logLevel: "warning"))
         defer { many.stop() }
         var servers: [ManagedServer] = []
         defer { servers.forEach { $0.stop() } }

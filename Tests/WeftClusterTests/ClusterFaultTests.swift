@@ -29,7 +29,7 @@ import WeftTestKit
 
     /// Failover time: SIGKILL of a chain's head until the first successful write to its shard.
     @Test func failoverWithinTwoLeaseTTLs() async throws {
-        let cluster = try LocalCluster(weftBinary: WeftExecutable.path, options: .init(nodes: 3, replicas: 3, shards: 8, leaseTTLSeconds: 1, logLevel: "warning"))
+        let cluster = try await LocalCluster.start(weftBinary: WeftExecutable.path, options: .init(nodes: 3, replicas: 3, shards: 8, leaseTTLSeconds: 1, logLevel: "warning"))
         defer { cluster.stop() }
         let client = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 300, requestTimeoutMs: 2_000))
         try await settle(client, nodes: 3)
@@ -63,7 +63,7 @@ import WeftTestKit
         // Cache leases shorter than the membership lease (a dead tail's leases end before its
         // chains change), as the defaults are.
         if cached { options.extraArguments = ["--cache-lease-ms", "500"] }
-        let cluster = try LocalCluster(weftBinary: WeftExecutable.path, options: options)
+        let cluster = try await LocalCluster.start(weftBinary: WeftExecutable.path, options: options)
         defer { cluster.stop() }
         // Other tests may run clusters at the same time: say which directory is this one's.
         print("cluster fault test (seed \(seed)): logs in \(cluster.directory)")
@@ -126,7 +126,7 @@ import WeftTestKit
                         cluster.kill9(victim)
                         try await Task.sleep(for: .milliseconds(800 + Int64(rng.next() % 1500)))
                         print("nemesis: restart node \(victim)")
-                        try cluster.restart(victim)
+                        try await cluster.restart(victim)
                     case 1:
                         print("nemesis: pause node \(victim)")
                         cluster.pause(victim)
@@ -156,7 +156,7 @@ import WeftTestKit
             print("nemesis: kill -9 every node, then restart them all")
             for i in 0..<3 { cluster.kill9(i) }
             for i in 0..<3 { try cluster.start(i) }
-            for i in 0..<3 { try cluster.waitReady(i, seconds: 30) }
+            for i in 0..<3 { try await cluster.waitReady(i, seconds: 30) }
         }
         let final = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 20_000))
         try await settle(final, nodes: 3)
@@ -216,7 +216,7 @@ final class Counter: @unchecked Sendable {
 /// still holds instead of sending them again.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct DurableCatchUpTests {
     @Test func aRestartedDurableNodeGetsADeltaNotAFullCopy() async throws {
-        let cluster = try LocalCluster(
+        let cluster = try await LocalCluster.start(
             weftBinary: WeftExecutable.path, options: .init(nodes: 3, replicas: 3, shards: 8, leaseTTLSeconds: 1, durable: true, logLevel: "info"))
         defer { cluster.stop() }
         print("durable catch-up: logs in \(cluster.directory)")
@@ -231,7 +231,7 @@ final class Counter: @unchecked Sendable {
         try await Task.sleep(for: .seconds(3))  // its lease ends: it leaves its chains
         for i in 0..<10 { try await client.put("k\(i)", Array("changed-\(i)".utf8)) }
         try await client.delete("k199")
-        try cluster.restart(2)
+        try await cluster.restart(2)
         try await ClusterFaultTests().settle(client, nodes: 3)
         let after = try await copyCounts(cluster)
         let sent = after.entries - before.entries, kept = after.kept - before.kept

@@ -10,7 +10,7 @@ import WeftTestKit
     @Test func aWriteInvalidatesCachesInsteadOfWaitingOutTheirLease() async throws {
         var options = LocalCluster.Options(nodes: 1, replicas: 1, shards: 4, leaseTTLSeconds: 2, logLevel: "info")
         options.extraArguments = ["--cache-lease-ms", "5000"]  // long: waiting it out would show
-        let cluster = try LocalCluster(weftBinary: WeftExecutable.path, options: options)
+        let cluster = try await LocalCluster.start(weftBinary: WeftExecutable.path, options: options)
         defer { cluster.stop() }
         let reader = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(cacheEntriesMax: 100))
         let writer = try await ClusterClient.connect(seeds: cluster.addresses)

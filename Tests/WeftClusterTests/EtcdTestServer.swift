@@ -100,12 +100,7 @@ final class EtcdTestServer: Sendable {
     func stop() {
         if process.isRunning {
             process.terminate()
-            let deadline = Date().addingTimeInterval(5)
-            while process.isRunning && Date() < deadline { usleep(20_000) }
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-            }
+            if process.exitStatus(within: 5) == nil { process.killAndWait() }
         }
         try? FileManager.default.removeItem(at: directory)
     }

@@ -46,8 +46,13 @@ public final class LocalCluster: @unchecked Sendable {
     private var proxies: [TCPProxy] = []
     private let lock = NSLock()
 
-    /// Starts etcd and the nodes, and waits until every node has printed its ready line.
-    public init(weftBinary: String, options: Options = Options(), etcdBinary: String = "/usr/bin/etcd") throws {
+    /// Starts etcd and the nodes, and waits until every node has printed its ready line; the
+    /// waiting is done on a thread of its own, not on the caller's.
+    public static func start(weftBinary: String, options: Options = Options(), etcdBinary: String = "/usr/bin/etcd") async throws -> LocalCluster {
+        try await onOwnThread { try LocalCluster(weftBinary: weftBinary, options: options, etcdBinary: etcdBinary) }
+    }
+
+    private init(weftBinary: String, options: Options = Options(), etcdBinary: String = "/usr/bin/etcd") throws {
         self.options = options
         self.weft = weftBinary
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("weft-cluster-\(UUID().uuidString.prefix(8))").path
@@ -69,8 +74,7 @@ public final class LocalCluster: @unchecked Sendable {
             if Self.waitForPort(ports[0], seconds: 20, while: p) {
                 chosen = (ports, p)
             } else {
-                if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-                p.waitUntilExit()
+                p.killAndWait()
                 guard attempt < 5 else { throw LocalClusterError("etcd did not start; see \(directory)/etcd.log") }
             }
         }
@@ -84,7 +88,7 @@ public final class LocalCluster: @unchecked Sendable {
             for _ in 0..<options.nodes { proxies.append(try Self.proxy(to: ports[0])) }
         }
         for i in 0..<options.nodes { try start(i) }
-        for i in 0..<options.nodes { try waitReady(i, seconds: 30) }
+        for i in 0..<options.nodes { try waitUntilReady(i, seconds: 30) }
     }
 
     deinit { stop() }
@@ -118,23 +122,39 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// Waits until node `i` printed its ready line.
-    public func waitReady(_ i: Int, seconds: Double) throws {
+    public func waitReady(_ i: Int, seconds: Double) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            if let text = try? String(contentsOfFile: directory + "/node\(i).out", encoding: .utf8), text.contains("\"node\"") { return }
-            lock.lock()
-            let running = nodes[i]?.isRunning ?? false
-            lock.unlock()
-            if !running { break }
-            usleep(50_000)
+            if isReady(i) { return }
+            guard isRunning(i) else { break }
+            try await Task.sleep(for: .milliseconds(50))
         }
-        let tail = (try? String(contentsOfFile: log(i), encoding: .utf8)).map { String($0.suffix(2000)) } ?? ""
-        throw LocalClusterError("node \(i) (\(addresses[i])) did not become ready: \(tail)")
+        throw notReady(i)
     }
 
-    public func restart(_ i: Int) throws {
+    private func isReady(_ i: Int) -> Bool {
+        ((try? String(contentsOfFile: directory + "/node\(i).out", encoding: .utf8)) ?? "").contains("\"node\"")
+    }
+
+    private func notReady(_ i: Int) -> LocalClusterError {
+        let tail = (try? String(contentsOfFile: log(i), encoding: .utf8)).map { String($0.suffix(2000)) } ?? ""
+        return LocalClusterError("node \(i) (\(addresses[i])) did not become ready: \(tail)")
+    }
+
+    /// `waitReady` blocking its thread, for the initializer (which runs on a thread of its own).
+    private func waitUntilReady(_ i: Int, seconds: Double) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if isReady(i) { return }
+            guard isRunning(i) else { break }
+            usleep(50_000)
+        }
+        throw notReady(i)
+    }
+
+    public func restart(_ i: Int) async throws {
         try start(i)
-        try waitReady(i, seconds: 30)
+        try await waitReady(i, seconds: 30)
     }
 
     /// SIGKILL of node `i`.
@@ -144,7 +164,7 @@ public final class LocalCluster: @unchecked Sendable {
         let p = nodes[i]
         nodes[i] = nil
         lock.unlock()
-        p?.waitUntilExit()
+        p?.exitStatus(within: 10)
     }
 
     /// SIGSTOP: the node neither answers nor renews its lease, as if partitioned away.
@@ -184,20 +204,13 @@ public final class LocalCluster: @unchecked Sendable {
         let e = etcd
         etcd = nil
         lock.unlock()
-        for p in all where p.isRunning {
-            kill(p.processIdentifier, SIGCONT)
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
-        }
+        for p in all { p.killAndWait() }
         // After the nodes, so their connections are gone already; bounded, so a stuck proxy
         // thread cannot hang the test (it holds only shut-down sockets and ends on its own).
         for proxy in proxies where !proxy.stop() {
             FileHandle.standardError.write(Data("LocalCluster: proxy on port \(proxy.port) still has threads running after stop\n".utf8))
         }
-        if let e, e.isRunning {
-            kill(e.processIdentifier, SIGKILL)
-            e.waitUntilExit()
-        }
+        e?.killAndWait()
     }
 
     // MARK: helpers
