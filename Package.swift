@@ -198,7 +198,10 @@ let package = Package(
             name: "WeftCoreTests",
             dependencies: ["WeftCore", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
-        .testTarget(name: "WeftStorageTests", dependencies: ["WeftCore", "WeftStorage"]),
+        // Test-only helpers that need the Testing library (kept out of WeftTestKit, which the
+        // weft executable links).
+        .target(name: "WeftTestSupport", dependencies: ["WeftTestKit"], path: "Tests/WeftTestSupport"),
+        .testTarget(name: "WeftStorageTests", dependencies: ["WeftCore", "WeftStorage", "WeftTestSupport"]),
         .testTarget(
             name: "WeftClusterTests",
             dependencies: [
@@ -210,7 +213,7 @@ let package = Package(
         .testTarget(
             name: "WeftTransportTests",
             dependencies: [
-                "WeftCore", "WeftTransport", "WeftWire", "WeftClient",
+                "WeftCore", "WeftTransport", "WeftWire", "WeftClient", "WeftTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
@@ -255,7 +258,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "WeftSandboxTests", dependencies: ["WeftSandbox", "WeftCore", "weft-launcher", "sandbox-probe"]),
+        .testTarget(name: "WeftSandboxTests", dependencies: ["WeftSandbox", "WeftCore", "WeftTestKit", "WeftTestSupport", "weft-launcher", "sandbox-probe"]),
         .testTarget(name: "WeftTestKitTests", dependencies: ["WeftTestKit"]),
     ],
     swiftLanguageModes: [.v6]

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Testing
+import WeftTestKit
 import WeftClient
 import WeftCore
 import WeftWire
@@ -10,8 +11,12 @@ import WeftWire
 @Suite("bad input")
 struct BadInputTests {
     /// Sends bytes on a fresh connection and reads whatever comes back until the server closes
-    /// it or `waitMs` passes.
-    static func send(_ bytes: [UInt8], port: Int, waitMs: Int = 200) throws -> [UInt8] {
+    /// it or `waitMs` passes; the blocking socket calls run on a thread of their own.
+    static func send(_ bytes: [UInt8], port: Int, waitMs: Int = 200) async throws -> [UInt8] {
+        try await onOwnThread { try sendBlocking(bytes, port: port, waitMs: waitMs) }
+    }
+
+    static func sendBlocking(_ bytes: [UInt8], port: Int, waitMs: Int) throws -> [UInt8] {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw WeftError(.unavailable, "socket failed") }
         defer { close(fd) }
@@ -52,24 +57,30 @@ struct BadInputTests {
     @Test func randomAndTruncatedFramesForABoundedTime() async throws {
         let seed = UInt64.random(in: 1...UInt64.max)
         print("bad-input fuzz seed: \(seed)")
-        var rng = SplitMix64(seed: seed)
         let server = try await InProcessServer.start()
         let good = Self.frame(id: 7, .state(.put(key: "fuzz/k", value: Array("v".utf8))))
-        let deadline = Date().addingTimeInterval(3)
-        var rounds = 0
-        while Date() < deadline {
-            var bytes: [UInt8]
-            switch rng.next() % 5 {
-            case 0: bytes = (0..<Int(rng.next() % 512)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            case 1: bytes = Array(good.prefix(Int(rng.next() % UInt64(good.count))))
-            case 2:
-                bytes = good
-                for _ in 0..<3 { bytes[Int(rng.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: rng.next()) }
-            case 3: bytes = [0xFF, 0xFF, 0xFF, 0xF0, 0, 0, 0, 4] + (0..<64).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            default: bytes = [0, 0, 0, 12, 0, 0, 0, 200] + [1, 2, 3, 4, 5, 6, 7, 8]
+        // The rounds run on a thread of their own: each blocks in recv, and a task resumed
+        // after each would wait its turn on a loaded machine's shared threads.
+        let port = server.port
+        let rounds = try await onOwnThread {
+            var rng = SplitMix64(seed: seed)
+            let deadline = Date().addingTimeInterval(3)
+            var rounds = 0
+            while Date() < deadline {
+                var bytes: [UInt8]
+                switch rng.next() % 5 {
+                case 0: bytes = (0..<Int(rng.next() % 512)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                case 1: bytes = Array(good.prefix(Int(rng.next() % UInt64(good.count))))
+                case 2:
+                    bytes = good
+                    for _ in 0..<3 { bytes[Int(rng.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: rng.next()) }
+                case 3: bytes = [0xFF, 0xFF, 0xFF, 0xF0, 0, 0, 0, 4] + (0..<64).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                default: bytes = [0, 0, 0, 12, 0, 0, 0, 200] + [1, 2, 3, 4, 5, 6, 7, 8]
+                }
+                _ = try Self.sendBlocking(bytes, port: port, waitMs: 20)
+                rounds += 1
             }
-            _ = try Self.send(bytes, port: server.port, waitMs: 20)
-            rounds += 1
+            return rounds
         }
         #expect(rounds > 10)
         let c = try await server.client()
@@ -82,7 +93,7 @@ struct BadInputTests {
     @Test func undecodableHeaderGetsAnErrorThenClose() async throws {
         let server = try await InProcessServer.start()
         // frame length 8: header length 4 of garbage protobuf.
-        let reply = try Self.send([0, 0, 0, 8, 0, 0, 0, 4, 0xFF, 0xFF, 0xFF, 0xFF], port: server.port)
+        let reply = try await Self.send([0, 0, 0, 8, 0, 0, 0, 4, 0xFF, 0xFF, 0xFF, 0xFF], port: server.port)
         let decoded = try Self.decodeFirst(reply)
         guard case .state(.failure(let e))? = decoded?.1 else {
             Issue.record("expected an error frame, got \(reply.count) bytes")
@@ -103,7 +114,7 @@ struct BadInputTests {
         var b = ByteBuffer()
         b.writeWeftFrame(header: r)
         let bytes = b.readBytes(length: b.readableBytes)! + Self.frame(id: 43, .state(.status))
-        let reply = try Self.send(bytes, port: server.port)
+        let reply = try await Self.send(bytes, port: server.port)
         let first = try Self.decodeFirst(reply)
         #expect(first?.0 == 42)
         if case .state(.failure(let e))? = first?.1 { #expect(e.code == .invalidKey) } else { Issue.record("expected invalidKey") }
@@ -117,7 +128,7 @@ struct BadInputTests {
         let server = try await InProcessServer.start(limits: limits)
         let big = Self.frame(id: 5, .state(.put(key: "big", value: [UInt8](repeating: 9, count: (1 << 20) + 5000))))
         let after = Self.frame(id: 6, .state(.put(key: "small", value: [1, 2, 3])))
-        let reply = try Self.send(big + after, port: server.port, waitMs: 500)
+        let reply = try await Self.send(big + after, port: server.port, waitMs: 500)
         let first = try Self.decodeFirst(reply)
         #expect(first?.0 == 5)
         if case .state(.failure(let e))? = first?.1 { #expect(e.code == .valueTooLarge) } else { Issue.record("expected valueTooLarge") }

@@ -10,54 +10,54 @@ struct FunctionCLITests {
         URL(fileURLWithPath: WeftBinary.path).deletingLastPathComponent().appendingPathComponent(name).path
     }
 
-    @Test func deployInvokeAndExitCodes() throws {
-        let server = try ServerProcess.start()
+    @Test func deployInvokeAndExitCodes() async throws {
+        let server = try await ServerProcess.start()
         defer { _ = server.terminate() }
-        let deploy = try WeftBinary.run(["deploy", "hello", Self.product("hello"), "--memory", "96", "--timeout", "5s"], server: server.address)
+        let deploy = try await WeftBinary.run(["deploy", "hello", Self.product("hello"), "--memory", "96", "--timeout", "5s"], server: server.address)
         #expect(deploy.status == 0, "\(deploy.stderr)")
-        let invoke = try WeftBinary.run(["invoke", "hello", "cli"], server: server.address)
+        let invoke = try await WeftBinary.run(["invoke", "hello", "cli"], server: server.address)
         #expect(invoke.status == 0, "\(invoke.stderr)")
         #expect(invoke.stdout == "hello, cli")
-        let json = try WeftBinary.run(["invoke", "hello", "json", "--json"], server: server.address)
+        let json = try await WeftBinary.run(["invoke", "hello", "json", "--json"], server: server.address)
         #expect(json.stdout.contains("\"output\":\"hello, json\""))
-        let listed = try WeftBinary.run(["functions", "--json"], server: server.address)
+        let listed = try await WeftBinary.run(["functions", "--json"], server: server.address)
         #expect(listed.stdout.contains("\"name\":\"hello\""))
         #expect(listed.stdout.contains("\"memoryMB\":96"))
         // Unknown function: exit 3. A crash: exit 9 with the stderr tail.
-        #expect(try WeftBinary.run(["invoke", "nope", "x"], server: server.address).status == 3)
-        #expect(try WeftBinary.run(["deploy", "hostile", Self.product("hostile-function")], server: server.address).status == 0)
-        let crash = try WeftBinary.run(["invoke", "hostile", "crash"], server: server.address)
+        #expect(try await WeftBinary.run(["invoke", "nope", "x"], server: server.address).status == 3)
+        #expect(try await WeftBinary.run(["deploy", "hostile", Self.product("hostile-function")], server: server.address).status == 0)
+        let crash = try await WeftBinary.run(["invoke", "hostile", "crash"], server: server.address)
         #expect(crash.status == 9)
         #expect(crash.stderr.contains("about to crash"))
-        #expect(try WeftBinary.run(["invoke", "hostile", "ok"], server: server.address).stdout == "ok")
+        #expect(try await WeftBinary.run(["invoke", "hostile", "ok"], server: server.address).stdout == "ok")
         // Bad names and limits are usage errors.
-        #expect(try WeftBinary.run(["deploy", "Bad Name", Self.product("hello")], server: server.address).status == 64)
-        #expect(try WeftBinary.run(["deploy", "x", Self.product("hello"), "--memory", "1"], server: server.address).status == 64)
+        #expect(try await WeftBinary.run(["deploy", "Bad Name", Self.product("hello")], server: server.address).status == 64)
+        #expect(try await WeftBinary.run(["deploy", "x", Self.product("hello"), "--memory", "1"], server: server.address).status == 64)
     }
 
-    @Test func triggerFromTheCLIRunsOnPut() throws {
-        let server = try ServerProcess.start()
+    @Test func triggerFromTheCLIRunsOnPut() async throws {
+        let server = try await ServerProcess.start()
         defer { _ = server.terminate() }
-        #expect(try WeftBinary.run(["deploy", "rec", Self.product("hostile-function")], server: server.address).status == 0)
-        let created = try WeftBinary.run(["trigger", "create", "t", "--function", "rec", "--on-put", "jobs/"], server: server.address)
+        #expect(try await WeftBinary.run(["deploy", "rec", Self.product("hostile-function")], server: server.address).status == 0)
+        let created = try await WeftBinary.run(["trigger", "create", "t", "--function", "rec", "--on-put", "jobs/"], server: server.address)
         #expect(created.status == 0, "\(created.stderr)")
-        #expect(try WeftBinary.run(["trigger", "list"], server: server.address).stdout.contains("t → rec"))
-        Thread.sleep(forTimeInterval: 0.3)
+        #expect(try await WeftBinary.run(["trigger", "list"], server: server.address).stdout.contains("t → rec"))
+        try await Task.sleep(for: .milliseconds(300))
         // CLI keys are the admin tenant's; functions see them without the tenant prefix.
-        #expect(try WeftBinary.run(["state", "put", "tenants/admin/jobs/1", "go"], server: server.address).status == 0)
+        #expect(try await WeftBinary.run(["state", "put", "tenants/admin/jobs/1", "go"], server: server.address).status == 0)
         var events = ""
         let deadline = Date().addingTimeInterval(20)
         while !events.contains("jobs/1") && Date() < deadline {
-            Thread.sleep(forTimeInterval: 0.1)
-            events = try WeftBinary.run(["state", "get", "tenants/admin/events"], server: server.address).stdout
+            try await Task.sleep(for: .milliseconds(100))
+            events = try await WeftBinary.run(["state", "get", "tenants/admin/events"], server: server.address).stdout
         }
         #expect(events.contains("\"key\":\"jobs/1\""))
-        #expect(try WeftBinary.run(["trigger", "delete", "t"], server: server.address).status == 0)
+        #expect(try await WeftBinary.run(["trigger", "delete", "t"], server: server.address).status == 0)
     }
 
-    @Test func benchInvokePrintsOneJSONObjectWithEveryScenario() throws {
+    @Test func benchInvokePrintsOneJSONObjectWithEveryScenario() async throws {
         // Spread over 1 and 2 functions only (the default 1,10,100 deploys 111 copies of hello).
-        let r = try WeftBinary.run(["bench", "invoke", "--quick", "--json", "--spread", "1,2"], timeoutSeconds: 240)
+        let r = try await WeftBinary.run(["bench", "invoke", "--quick", "--json", "--spread", "1,2"], timeoutSeconds: 240)
         #expect(r.status == 0, "\(r.stderr)")
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
         let rows = obj?["results"] as? [[String: Any]] ?? []

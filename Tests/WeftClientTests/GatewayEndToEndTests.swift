@@ -13,9 +13,9 @@ struct GatewayEndToEndTests {
         let adminToken: String
     }
 
-    static func start() throws -> Node {
+    static func start() async throws -> Node {
         let tokenFile = tempDir("token") + "/admin.token"
-        let p = try ServerProcess.start(extraArgs: ["--token-file", tokenFile])
+        let p = try await ServerProcess.start(extraArgs: ["--token-file", tokenFile])
         let http = try #require(p.info["http"] as? String)
         let token = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         return Node(process: p, http: http, adminToken: token)
@@ -33,7 +33,7 @@ struct GatewayEndToEndTests {
     }
 
     @Test func deployInvokeAndTenantsOverHTTP() async throws {
-        let node = try Self.start()
+        let node = try await Self.start()
         defer { _ = node.process.terminate() }
         let hello = try Data(contentsOf: URL(fileURLWithPath: FunctionCLITests.product("hello")))
 
@@ -60,7 +60,7 @@ struct GatewayEndToEndTests {
         #expect(try await Self.request(node, "POST", "/v1/tokens", token: t2, body: Data(#"{"tenant":"t3"}"#.utf8)).0 == 403)
 
         // The CLI's invocations go through the same worker (as the admin tenant).
-        let cli = try WeftBinary.run(["invoke", "hello", "cli"], server: node.process.address)
+        let cli = try await WeftBinary.run(["invoke", "hello", "cli"], server: node.process.address)
         #expect(cli.stdout == "hello, cli")
 
         let (_, metrics, _) = try await Self.request(node, "GET", "/metrics", token: nil)

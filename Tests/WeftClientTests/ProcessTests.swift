@@ -1,4 +1,5 @@
 import Foundation
+import WeftTestKit
 import Synchronization
 import Testing
 import WeftClient
@@ -11,7 +12,7 @@ struct ProcessTests {
         for sync in ["batch", "always"] {
             let dir = tempDir("durable-\(sync)")
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let server = try ServerProcess.start(extraArgs: ["--data", dir, "--sync", sync])
+            let server = try await ServerProcess.start(extraArgs: ["--data", dir, "--sync", sync])
             let client = try await WeftClient.connect(address: server.address, connections: 4)
             let acked = SharedMap()
             let writer = Task {
@@ -46,7 +47,7 @@ struct ProcessTests {
             #expect(ackedNow.count > 10, "writer made progress (\(sync))")
             let maxAcked = ackedNow.values.max() ?? 0
 
-            let restarted = try ServerProcess.start(extraArgs: ["--data", dir, "--sync", sync])
+            let restarted = try await ServerProcess.start(extraArgs: ["--data", dir, "--sync", sync])
             let c2 = try await WeftClient.connect(address: restarted.address)
             for (key, version) in ackedNow {
                 let kv = try await c2.get(key)
@@ -59,78 +60,78 @@ struct ProcessTests {
         }
     }
 
-    @Test func foreignDataDirectoryIsRefusedClearly() throws {
+    @Test func foreignDataDirectoryIsRefusedClearly() async throws {
         let dir = tempDir("foreign")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Data((0..<8192).map { _ in UInt8.random(in: 0...255) }).write(to: URL(fileURLWithPath: dir + "/data.mdb"))
-        let r = try WeftBinary.run(["up", "--listen", "127.0.0.1:0", "--data", dir])
+        let r = try await WeftBinary.run(["up", "--listen", "127.0.0.1:0", "--data", dir])
         #expect(r.status != 0)
         #expect(r.stderr.contains("storageFailure"), "stderr: \(r.stderr)")
     }
 
     @Test func cliCommandsAndExitCodes() async throws {
-        let server = try ServerProcess.start()
+        let server = try await ServerProcess.start()
         defer { _ = server.terminate() }
         let s = server.address
-        var r = try WeftBinary.run(["state", "put", "cli/a", "one"], server: s)
+        var r = try await WeftBinary.run(["state", "put", "cli/a", "one"], server: s)
         #expect(r.status == 0)
         let v = UInt64(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
         #expect(v != nil)
-        r = try WeftBinary.run(["state", "get", "cli/a"], server: s)
+        r = try await WeftBinary.run(["state", "get", "cli/a"], server: s)
         #expect(r.stdout == "one")
-        r = try WeftBinary.run(["state", "get", "cli/missing"], server: s)
+        r = try await WeftBinary.run(["state", "get", "cli/missing"], server: s)
         #expect(r.status == 3)
-        r = try WeftBinary.run(["state", "cas", "cli/a", "--expect", "999999", "two"], server: s)
+        r = try await WeftBinary.run(["state", "cas", "cli/a", "--expect", "999999", "two"], server: s)
         #expect(r.status == 4)
-        r = try WeftBinary.run(["state", "cas", "cli/a", "--expect", "\(v!)", "two"], server: s)
+        r = try await WeftBinary.run(["state", "cas", "cli/a", "--expect", "\(v!)", "two"], server: s)
         #expect(r.status == 0)
-        r = try WeftBinary.run(["state", "put", "cli/s", "--stdin", "--json"], server: s, stdin: "from stdin")
+        r = try await WeftBinary.run(["state", "put", "cli/s", "--stdin", "--json"], server: s, stdin: "from stdin")
         #expect(r.status == 0)
         #expect(r.stdout.contains("\"version\""))
-        r = try WeftBinary.run(["state", "get", "cli/s", "--json"], server: s)
+        r = try await WeftBinary.run(["state", "get", "cli/s", "--json"], server: s)
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
         #expect(obj?["value"] as? String == "from stdin")
-        r = try WeftBinary.run(["state", "add", "cli/n", "5"], server: s)
+        r = try await WeftBinary.run(["state", "add", "cli/n", "5"], server: s)
         #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "5")
-        r = try WeftBinary.run(["state", "append", "cli/a", "!"], server: s)
-        #expect(try WeftBinary.run(["state", "get", "cli/a"], server: s).stdout == "two!")
-        r = try WeftBinary.run(["state", "list", "cli/", "--json"], server: s)
+        r = try await WeftBinary.run(["state", "append", "cli/a", "!"], server: s)
+        #expect(try await WeftBinary.run(["state", "get", "cli/a"], server: s).stdout == "two!")
+        r = try await WeftBinary.run(["state", "list", "cli/", "--json"], server: s)
         #expect(r.stdout.contains("cli/n"))
-        r = try WeftBinary.run(["state", "del", "cli/n"], server: s)
+        r = try await WeftBinary.run(["state", "del", "cli/n"], server: s)
         #expect(r.status == 0)
-        r = try WeftBinary.run(["state", "wait", "cli/never", "--timeout", "0.3"], server: s)
+        r = try await WeftBinary.run(["state", "wait", "cli/never", "--timeout", "0.3"], server: s)
         #expect(r.status == 5)
-        r = try WeftBinary.run(["state", "get", "cli/a"], server: "127.0.0.1:1")
+        r = try await WeftBinary.run(["state", "get", "cli/a"], server: "127.0.0.1:1")
         #expect(r.status == 6)
-        r = try WeftBinary.run(["state", "put", "", "x"], server: s)
+        r = try await WeftBinary.run(["state", "put", "", "x"], server: s)
         #expect(r.status == 8)
-        r = try WeftBinary.run(["state", "frobnicate"], server: s)
+        r = try await WeftBinary.run(["state", "frobnicate"], server: s)
         #expect(r.status == 64)
-        r = try WeftBinary.run(["lock", "cli-lock", "--", "sh", "-c", "echo token=$WEFT_LOCK_TOKEN; exit 3"], server: s)
+        r = try await WeftBinary.run(["lock", "cli-lock", "--", "sh", "-c", "echo token=$WEFT_LOCK_TOKEN; exit 3"], server: s)
         #expect(r.status == 3)
         #expect(r.stdout.hasPrefix("token="))
-        r = try WeftBinary.run(["barrier", "cli-b", "--parties", "1"], server: s)
+        r = try await WeftBinary.run(["barrier", "cli-b", "--parties", "1"], server: s)
         #expect(r.status == 0)
-        r = try WeftBinary.run(["status", "--json"], server: s)
+        r = try await WeftBinary.run(["status", "--json"], server: s)
         #expect(r.stdout.contains("\"revision\""))
     }
 
     @Test func watchCommandPrintsEventsInOrder() async throws {
-        let server = try ServerProcess.start()
+        let server = try await ServerProcess.start()
         defer { _ = server.terminate() }
         let s = server.address
         let c = try await WeftClient.connect(address: s)
         let first = try await c.put("wc/a", "1")
         try await c.put("wc/b", "2")
         try await c.delete("wc/a")
-        let r = try WeftBinary.run(["state", "watch", "--prefix", "wc/", "--from", "\(first)", "--count", "3", "--json"], server: s)
+        let r = try await WeftBinary.run(["state", "watch", "--prefix", "wc/", "--from", "\(first)", "--count", "3", "--json"], server: s)
         let lines = r.stdout.split(separator: "\n")
         #expect(lines.count == 3)
         #expect(lines.last?.contains("\"delete\"") == true)
         await c.close()
     }
 
-    @Test func bringUpExampleWaitsForThreeNodes() throws {
+    @Test func bringUpExampleWaitsForThreeNodes() async throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Examples/bringup.sh").standardized.path
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/bash")
@@ -143,18 +144,14 @@ struct ProcessTests {
         p.standardError = FileHandle.nullDevice
         try p.run()
         let reader = ReadAll(out.fileHandleForReading)
-        let deadline = Date().addingTimeInterval(60)
-        while p.isRunning && Date() < deadline { usleep(20_000) }
-        if p.isRunning { p.terminate() }
-        p.waitUntilExit()
-        let text = reader.wait()
-        #expect(p.terminationStatus == 0, "output: \(text)")
+        let (status, text) = try await onOwnThread { (p.finish(within: 60), reader.wait()) }
+        #expect(status == 0, "output: \(text)")
         #expect(text.contains("all 3 nodes registered"))
         #expect(text.contains("nodes/node-1") && text.contains("nodes/node-3"))
     }
 
-    @Test func benchStatePrintsOneJSONObjectWithPeers() throws {
-        let r = try WeftBinary.run(
+    @Test func benchStatePrintsOneJSONObjectWithPeers() async throws {
+        let r = try await WeftBinary.run(
             ["bench", "state", "--seconds", "0.2", "--sizes", "64", "--clients", "1", "--json"], timeoutSeconds: 120)
         #expect(r.status == 0, "stderr: \(r.stderr)")
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]

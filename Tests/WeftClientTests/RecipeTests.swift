@@ -36,7 +36,7 @@ struct RecipeTests {
 
     @Test func aWaiterLongerThanItsTTLStillGetsTheLock() async throws {
         // A real node (its leases expire on time); the waiter's own lease must outlive the wait.
-        let server = try ServerProcess.start()
+        let server = try await ServerProcess.start()
         defer { _ = server.terminate() }
         let a = try await WeftClient.connect(address: server.address)
         let b = try await WeftClient.connect(address: server.address)

@@ -47,14 +47,19 @@ final class InProcessServer: Sendable {
 enum WeftBinary {
     static var path: String { WeftExecutable.path }
 
-    struct Result {
+    struct Result: Sendable {
         var status: Int32
         var stdout: String
         var stderr: String
     }
 
-    /// Runs `weft ARGS` to completion (bounded by `timeoutSeconds`).
-    static func run(_ args: [String], server: String? = nil, stdin: String? = nil, timeoutSeconds: Double = 30) throws -> Result {
+    /// Runs `weft ARGS` to completion (bounded by `timeoutSeconds`), waiting on a thread of its
+    /// own.
+    static func run(_ args: [String], server: String? = nil, stdin: String? = nil, timeoutSeconds: Double = 30) async throws -> Result {
+        try await onOwnThread { try runBlocking(args, server: server, stdin: stdin, timeoutSeconds: timeoutSeconds) }
+    }
+
+    private static func runBlocking(_ args: [String], server: String?, stdin: String?, timeoutSeconds: Double) throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
@@ -71,10 +76,8 @@ enum WeftBinary {
         try? input.fileHandleForWriting.close()
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         let outData = ReadAll(out.fileHandleForReading), errData = ReadAll(err.fileHandleForReading)
-        while p.isRunning && Date() < deadline { usleep(5_000) }
-        if p.isRunning { p.terminate() }
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: outData.wait(), stderr: errData.wait())
+        let status = p.finish(within: deadline.timeIntervalSinceNow)
+        return Result(status: status, stdout: outData.wait(), stderr: errData.wait())
     }
 }
 
@@ -102,7 +105,12 @@ final class ServerProcess: @unchecked Sendable {
     let info: [String: Any]
     private let stderrPipe: Pipe
 
-    static func start(extraArgs: [String] = []) throws -> ServerProcess {
+    /// Starts `weft up` and waits, on a thread of its own, for the address it prints.
+    static func start(extraArgs: [String] = []) async throws -> ServerProcess {
+        try await onOwnThread { try startBlocking(extraArgs: extraArgs) }
+    }
+
+    private static func startBlocking(extraArgs: [String]) throws -> ServerProcess {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: WeftBinary.path)
         p.arguments = ["up", "--listen", "127.0.0.1:0", "--json", "--log-level", "warning"] + extraArgs
@@ -138,15 +146,14 @@ final class ServerProcess: @unchecked Sendable {
 
     func kill9() {
         kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.exitStatus(within: 10)
     }
 
     func terminate() -> Int32 {
         if process.isRunning {
             process.terminate()
         }
-        process.waitUntilExit()
-        return process.terminationStatus
+        return process.exitStatus(within: 30) ?? -1
     }
 
     deinit {

@@ -8,13 +8,13 @@ import WeftTransport
 @Suite("Transports across processes")
 struct TransportProcessTests {
     @Test func fabricListenerIsOfferedAndUsedByTheCLI() async throws {
-        let server = try ServerProcess.start(extraArgs: ["--transport", "fabric"])
+        let server = try await ServerProcess.start(extraArgs: ["--transport", "fabric"])
         defer { _ = server.terminate() }
-        let put = try WeftBinary.run(["state", "put", "k", "over-fabric", "--transport", "fabric"], server: server.address)
+        let put = try await WeftBinary.run(["state", "put", "k", "over-fabric", "--transport", "fabric"], server: server.address)
         #expect(put.status == 0, "\(put.stderr)")
-        let get = try WeftBinary.run(["state", "get", "k", "--transport", "fabric"], server: server.address)
+        let get = try await WeftBinary.run(["state", "get", "k", "--transport", "fabric"], server: server.address)
         #expect(get.stdout == "over-fabric")
-        let status = try WeftBinary.run(["status", "--json", "--transport", "fabric"], server: server.address)
+        let status = try await WeftBinary.run(["status", "--json", "--transport", "fabric"], server: server.address)
         let obj = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
         #expect(obj?["transport"] as? String == "fabric")
         let listeners = obj?["listeners"] as? [[String: Any]] ?? []
@@ -22,29 +22,29 @@ struct TransportProcessTests {
         let fabric = listeners.first { $0["transport"] as? String == "fabric" }
         #expect((fabric?["provider"] as? String)?.contains("tcp") == true)
         // A TCP client of the same node sees the same state.
-        let tcp = try WeftBinary.run(["state", "get", "k", "--transport", "tcp"], server: server.address)
+        let tcp = try await WeftBinary.run(["state", "get", "k", "--transport", "tcp"], server: server.address)
         #expect(tcp.stdout == "over-fabric")
     }
 
-    @Test func fabricAgainstATCPOnlyServerIsRefusedWithUnavailable() throws {
-        let server = try ServerProcess.start(extraArgs: ["--transport", "tcp"])
+    @Test func fabricAgainstATCPOnlyServerIsRefusedWithUnavailable() async throws {
+        let server = try await ServerProcess.start(extraArgs: ["--transport", "tcp"])
         defer { _ = server.terminate() }
-        let r = try WeftBinary.run(["state", "get", "k", "--transport", "fabric"], server: server.address)
+        let r = try await WeftBinary.run(["state", "get", "k", "--transport", "fabric"], server: server.address)
         #expect(r.status == 6)
         #expect(r.stderr.contains("no libfabric listener"))
         // auto stays on TCP here (no RDMA device) and works.
-        let auto = try WeftBinary.run(["state", "put", "k", "v", "--transport", "auto"], server: server.address)
+        let auto = try await WeftBinary.run(["state", "put", "k", "v", "--transport", "auto"], server: server.address)
         #expect(auto.status == 0)
     }
 
-    @Test func rdmaWithoutANICFailsAtStartWithAClearError() throws {
-        let r = try WeftBinary.run(["up", "--listen", "127.0.0.1:0", "--transport", "rdma"], timeoutSeconds: 20)
+    @Test func rdmaWithoutANICFailsAtStartWithAClearError() async throws {
+        let r = try await WeftBinary.run(["up", "--listen", "127.0.0.1:0", "--transport", "rdma"], timeoutSeconds: 20)
         #expect(r.status == 6)
         #expect(r.stderr.contains("no RDMA device"))
     }
 
     @Test func aFabricClientNoticesAKilledServerWithinSeconds() async throws {
-        let server = try ServerProcess.start(extraArgs: ["--transport", "fabric"])
+        let server = try await ServerProcess.start(extraArgs: ["--transport", "fabric"])
         let client = try await WeftClient.connect(address: server.address, transport: .fabric)
         try await client.put("w", "0")
         let watch = try await client.watch(.key("w"))

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WeftTestKit
 
 /// The Kubernetes manifests in Cluster/k8s pass `Cluster/k8s/validate.sh` (strict schema
 /// validation, offline, plus cross-references), and the validator rejects broken copies, so
@@ -10,8 +11,8 @@ import Testing
     static let k8sDir = repoRoot.appendingPathComponent("Cluster/k8s")
     static let validator = k8sDir.appendingPathComponent("validate.sh").path
 
-    @Test func manifestsAreValid() throws {
-        let r = try Self.run(Self.validator, [])
+    @Test func manifestsAreValid() async throws {
+        let r = try await Self.run(Self.validator, [])
         #expect(r.status == 0, "validate.sh failed:\n\(r.output)")
         #expect(r.output.contains(": valid"), "no verdict in:\n\(r.output)")
     }
@@ -35,7 +36,7 @@ import Testing
                  message: "resource 'weft-pdbs.yaml' does not exist"),
     ]
 
-    @Test(arguments: breakages) func brokenManifestIsRejected(_ b: Breakage) throws {
+    @Test(arguments: breakages) func brokenManifestIsRejected(_ b: Breakage) async throws {
         let fm = FileManager.default
         let dir = fm.temporaryDirectory.appendingPathComponent("weft-k8s-\(UUID().uuidString)")
         try fm.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -48,14 +49,19 @@ import Testing
         try #require(text.contains(b.original), "\(b.file) no longer contains \(b.original.debugDescription)")
         try text.replacingOccurrences(of: b.original, with: b.broken).write(to: target, atomically: true, encoding: .utf8)
 
-        let r = try Self.run(Self.validator, [dir.path])
+        let r = try await Self.run(Self.validator, [dir.path])
         #expect(r.status != 0, "validate.sh accepted a broken \(b.file):\n\(r.output)")
         #expect(r.output.contains(b.message), "expected \(b.message.debugDescription) in:\n\(r.output)")
     }
 
     /// Runs a script to completion (bounded: the first run installs the validator from PyPI),
-    /// stdout and stderr together through a file, so no pipe can fill up.
-    static func run(_ script: String, _ arguments: [String], timeoutSeconds: Double = 300) throws
+    /// stdout and stderr together through a file, so no pipe can fill up; waits on a thread of
+    /// its own.
+    static func run(_ script: String, _ arguments: [String], timeoutSeconds: Double = 300) async throws -> (status: Int32, output: String) {
+        try await onOwnThread { try runBlocking(script, arguments, timeoutSeconds: timeoutSeconds) }
+    }
+
+    private static func runBlocking(_ script: String, _ arguments: [String], timeoutSeconds: Double) throws
         -> (status: Int32, output: String)
     {
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("weft-validate-\(UUID().uuidString).log")
@@ -70,11 +76,8 @@ import Testing
         p.standardOutput = handle
         p.standardError = handle
         try p.run()
-        let deadline = Date().addingTimeInterval(timeoutSeconds)
-        while p.isRunning && Date() < deadline { usleep(50_000) }
-        if p.isRunning { p.terminate() }
-        p.waitUntilExit()
+        let status = p.finish(within: timeoutSeconds)
         let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-        return (p.terminationStatus, output)
+        return (status, output)
     }
 }

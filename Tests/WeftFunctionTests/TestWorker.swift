@@ -119,7 +119,7 @@ struct Pair {
 }
 
 /// Waits until `condition` holds (polling), up to `timeoutMs`.
-func eventually(timeoutMs: Int = 5_000, _ condition: () -> Bool) async -> Bool {
+func eventually(timeoutMs: Int = 30_000, _ condition: () -> Bool) async -> Bool {
     for _ in 0..<(timeoutMs / 10) {
         if condition() { return true }
         try? await Task.sleep(for: .milliseconds(10))

@@ -1,5 +1,6 @@
 import Glibc
 import WeftSandbox
+import WeftTestKit
 
 /// Locates the launcher and the probe in the build directory, and prepares a code dir
 /// (a fresh directory under /tmp holding a copy of sandbox-probe).
@@ -40,11 +41,17 @@ enum Fixture {
     /// Runs the probe to completion (bounded).
     static func run(
         _ arguments: String..., timeout: Duration = .seconds(10), configure: (inout SandboxSpec) -> Void = { _ in }
-    ) throws -> (SandboxReport, SandboxResult) {
+    ) async throws -> (SandboxReport, SandboxResult) {
         var s = SandboxSpec(executable: "./sandbox-probe", arguments: arguments, codeDirectory: codeDir)
         configure(&s)
         let p = try launcher.spawn(s)
-        return (p.report, p.wait(timeout: timeout))
+        return (p.report, try await wait(p, timeout: timeout))
+    }
+
+    /// `p.wait(timeout:)` on a thread of its own: a blocked wait must not hold one of the
+    /// threads every async test in the process shares.
+    static func wait(_ p: SandboxedProcess, timeout: Duration) async throws -> SandboxResult {
+        try await onOwnThread { p.wait(timeout: timeout) }
     }
 
     private static func copyFile(from: String, to: String, mode: mode_t) {
@@ -61,6 +68,17 @@ enum Fixture {
         fchmod(dst, mode)
         close(src)
         close(dst)
+    }
+
+    /// True once pid no longer runs, polled for up to `seconds`: the instance's init ends by its
+    /// parent-death signal, a moment after the launcher (later on a loaded machine).
+    static func isGone(_ pid: Int32, within seconds: Double) async throws -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        while !isGone(pid) {
+            guard ContinuousClock.now < deadline else { return false }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return true
     }
 
     /// True when pid no longer runs (gone, or a zombie waiting to be reaped).
@@ -92,5 +110,5 @@ enum Fixture {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func sleepMs(_ ms: Int) { usleep(useconds_t(ms * 1000)) }
+    static func sleepMs(_ ms: Int) async throws { try await Task.sleep(for: .milliseconds(ms)) }
 }

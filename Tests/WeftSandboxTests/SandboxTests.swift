@@ -7,8 +7,8 @@ import WeftCore
 @Suite("Sandbox", .serialized)
 struct SandboxTests {
     @Test("the report lists the applied protections and ok exits 0")
-    func reportAndOk() throws {
-        let (report, result) = try Fixture.run("ok")
+    func reportAndOk() async throws {
+        let (report, result) = try await Fixture.run("ok")
         #expect(result.termination == .exited(0))
         #expect(result.stdout == "ok\n")
         #expect(result.failure == nil)
@@ -28,18 +28,18 @@ struct SandboxTests {
     }
 
     @Test("a fork bomb is contained and the host survives")
-    func forkBomb() throws {
-        let (_, result) = try Fixture.run("fork-bomb") { $0.maxProcesses = 32 }
+    func forkBomb() async throws {
+        let (_, result) = try await Fixture.run("fork-bomb") { $0.maxProcesses = 32 }
         #expect(result.termination == .exited(0), "\(result.stdout) \(result.stderr)")
         #expect(result.stdout.contains("EAGAIN"))
         #expect(result.durationSeconds < 10)
-        let (_, after) = try Fixture.run("ok")
+        let (_, after) = try await Fixture.run("ok")
         #expect(after.termination == .exited(0))
     }
 
     @Test("a memory hog past its limit is OOM-killed")
-    func memoryHog() throws {
-        let (report, result) = try Fixture.run("hog", "512") { $0.memoryMB = 64 }
+    func memoryHog() async throws {
+        let (report, result) = try await Fixture.run("hog", "512") { $0.memoryMB = 64 }
         if report.hasCgroup {
             #expect(result.termination == .oomKilled, "\(result.termination) \(result.stdout)")
             #expect(result.failure == .outOfMemory)
@@ -52,58 +52,58 @@ struct SandboxTests {
     }
 
     @Test("an infinite loop is killed at the caller's timeout")
-    func spinTimeout() throws {
+    func spinTimeout() async throws {
         let p = try Fixture.launcher.spawn(Fixture.spec("spin"))
-        let result = p.wait(timeout: .seconds(1))
+        let result = try await Fixture.wait(p, timeout: .seconds(1))
         #expect(result.termination == .timedOut)
         #expect(result.failure == .timeout)
         #expect(result.failure?.weftError.code == .timeout)
         #expect(result.durationSeconds < 5)
-        #expect(Fixture.isGone(p.report.initPID))
+        #expect(try await Fixture.isGone(p.report.initPID, within: 5))
     }
 
     @Test("ptrace, mount, umount, unshare, setns, bpf, keyctl, clone(NEWUSER), io_uring are denied")
-    func deniedSyscalls() throws {
+    func deniedSyscalls() async throws {
         for name in ["ptrace", "mount", "umount", "unshare", "setns", "bpf", "keyctl", "clone-newuser", "io-uring"] {
-            let (_, result) = try Fixture.run(name)
+            let (_, result) = try await Fixture.run(name)
             #expect(result.stdout == "\(name): EPERM\n", "\(name): \(result.stdout) \(result.stderr)")
             #expect(result.termination == .exited(1), "\(name)")
         }
     }
 
     @Test("network sockets need the network permission")
-    func sockets() throws {
-        let (_, denied) = try Fixture.run("socket")
+    func sockets() async throws {
+        let (_, denied) = try await Fixture.run("socket")
         #expect(denied.stdout == "socket: EPERM\n")
-        let (_, denied6) = try Fixture.run("socket6")
+        let (_, denied6) = try await Fixture.run("socket6")
         #expect(denied6.stdout == "socket6: EPERM\n")
-        let (_, unix) = try Fixture.run("socket-unix")
+        let (_, unix) = try await Fixture.run("socket-unix")
         #expect(unix.stdout == "socket-unix: ok\n")
-        let (report, allowed) = try Fixture.run("socket") { $0.network = true }
+        let (report, allowed) = try await Fixture.run("socket") { $0.network = true }
         #expect(allowed.stdout == "socket: ok\n")
         #expect(report.network)
         #expect(report.namespaces["net"]?.hasPrefix("skipped") == true)
     }
 
     @Test("only /tmp is writable; the code dir is readable, not writable")
-    func filesystem() throws {
+    func filesystem() async throws {
         let name = "weft-sandbox-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let (report, inTmp) = try Fixture.run("write", "/tmp/\(name)")
+        let (report, inTmp) = try await Fixture.run("write", "/tmp/\(name)")
         #expect(inTmp.stdout == "write: ok\n")
         if report.isApplied("mount") {
             #expect(access("/tmp/\(name)", F_OK) != 0, "the private /tmp leaked to the host")
         }
         unlink("/tmp/\(name)")
 
-        let (_, readCode) = try Fixture.run("read", "\(Fixture.codeDir)/sandbox-probe")
+        let (_, readCode) = try await Fixture.run("read", "\(Fixture.codeDir)/sandbox-probe")
         #expect(readCode.stdout == "read: ok\n")
 
-        let (_, etc) = try Fixture.run("write", "/etc/\(name)")
+        let (_, etc) = try await Fixture.run("write", "/etc/\(name)")
         #expect(etc.termination != .exited(0))
         // /var/tmp is world-writable and the code dir may belong to the caller: only the
         // read-only root of a mount namespace protects them.
-        let (_, outside) = try Fixture.run("write", "/var/tmp/\(name)")
-        let (_, code) = try Fixture.run("write", "\(Fixture.codeDir)/\(name)")
+        let (_, outside) = try await Fixture.run("write", "/var/tmp/\(name)")
+        let (_, code) = try await Fixture.run("write", "\(Fixture.codeDir)/\(name)")
         if report.isApplied("mount") {
             #expect(outside.stdout == "write: EROFS\n")
             #expect(access("/var/tmp/\(name)", F_OK) != 0)
@@ -116,8 +116,8 @@ struct SandboxTests {
     }
 
     @Test("a flood of output does not hang the caller; only a bounded tail is kept")
-    func flood() throws {
-        let (_, result) = try Fixture.run("flood", "16", timeout: .seconds(12))
+    func flood() async throws {
+        let (_, result) = try await Fixture.run("flood", "16", timeout: .seconds(12))
         #expect(result.termination == .exited(0))
         #expect(result.stdoutBytes == 16 << 20)
         #expect(result.stderrBytes >= 16 << 20)
@@ -126,7 +126,7 @@ struct SandboxTests {
     }
 
     @Test("the kept socket is the function's fd 3, and nothing else leaks")
-    func channel() throws {
+    func channel() async throws {
         var pair: [Int32] = [-1, -1]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0)
         defer { close(pair[0]) }
@@ -137,20 +137,20 @@ struct SandboxTests {
         var buf = [UInt8](repeating: 0, count: 64)
         let n = buf.withUnsafeMutableBytes { read(pair[0], $0.baseAddress, $0.count) }
         #expect(n > 0 && String(decoding: buf[0..<max(n, 0)], as: UTF8.self) == "echo:hello")
-        #expect(p.wait(timeout: .seconds(5)).termination == .exited(0))
+        #expect((try await Fixture.wait(p, timeout: .seconds(5))).termination == .exited(0))
 
         var pair2: [Int32] = [-1, -1]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair2) == 0)
         let fds = try Fixture.launcher.spawn(Fixture.spec("fds"), channel: pair2[1])
         close(pair2[1])
-        #expect(fds.wait(timeout: .seconds(5)).stdout == "fds: 0 1 2 3\n")
+        #expect((try await Fixture.wait(fds, timeout: .seconds(5))).stdout == "fds: 0 1 2 3\n")
         close(pair2[0])
-        let (_, noChannel) = try Fixture.run("fds")
+        let (_, noChannel) = try await Fixture.run("fds")
         #expect(noChannel.stdout == "fds: 0 1 2\n")
     }
 
     @Test("exiting mid-protocol closes the channel and reports a crash")
-    func exitMidProtocol() throws {
+    func exitMidProtocol() async throws {
         var pair: [Int32] = [-1, -1]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0)
         defer { close(pair[0]) }
@@ -161,33 +161,33 @@ struct SandboxTests {
         #expect(poll(&pfd, 1, 5000) == 1)
         let n = buf.withUnsafeMutableBytes { read(pair[0], $0.baseAddress, $0.count) }
         #expect(n == 0, "EOF on the channel")
-        let result = p.wait(timeout: .seconds(5))
+        let result = try await Fixture.wait(p, timeout: .seconds(5))
         #expect(result.termination == .exited(3))
         #expect(result.failure == .functionCrashed(stderrTail: ""))
     }
 
     @Test("the function runs as an unprivileged uid with no_new_privs and seccomp")
-    func identity() throws {
-        let (_, result) = try Fixture.run("id")
+    func identity() async throws {
+        let (_, result) = try await Fixture.run("id")
         #expect(result.termination == .exited(0), "\(result.stdout)")
         #expect(result.stdout.hasPrefix("uid=65534 euid=65534 gid=65534 groups=0 "), "\(result.stdout)")
         #expect(result.stdout.contains("capeff=0000000000000000"))
         #expect(result.stdout.contains("nonewprivs=1"))
         #expect(result.stdout.contains("seccomp=2"))
-        let (report, pid) = try Fixture.run("pid")
+        let (report, pid) = try await Fixture.run("pid")
         if report.isApplied("pid") { #expect(pid.stdout == "pid=2 ppid=1\n") }
     }
 
     @Test("rlimits apply, core dumps are off, a crash reports the stderr tail")
-    func limitsAndCrash() throws {
-        let (_, limits) = try Fixture.run("limits") {
+    func limitsAndCrash() async throws {
+        let (_, limits) = try await Fixture.run("limits") {
             $0.maxOpenFiles = 32
             $0.maxFileSizeMB = 8
         }
         #expect(limits.stdout.contains("nofile=32\n"))
         #expect(limits.stdout.contains("fsize=\(8 << 20)\n"))
         #expect(limits.stdout.contains("core=0\n") || limits.stdout.contains("core=1\n"))
-        let (_, crash) = try Fixture.run("crash")
+        let (_, crash) = try await Fixture.run("crash")
         #expect(crash.termination == .signaled(SIGSEGV))
         guard case .functionCrashed(let tail) = crash.failure else {
             Issue.record("expected functionCrashed, got \(String(describing: crash.failure))")
@@ -198,35 +198,35 @@ struct SandboxTests {
     }
 
     @Test("killing the launcher kills the whole instance")
-    func launcherKilled() throws {
+    func launcherKilled() async throws {
         let p = try Fixture.launcher.spawn(Fixture.spec("sleepers", "5"))
-        Fixture.sleepMs(300)
+        try await Fixture.sleepMs(300)
         var pids: [Int32] = [p.report.initPID]
         for path in p.report.cgroupPaths where path.contains("/pids/") || p.report.cgroup.hasPrefix("v2") {
             let listed = Fixture.readText(path + "/cgroup.procs") ?? ""
             pids += listed.split(separator: "\n").compactMap { Int32($0) }
         }
         #expect(kill(p.pid, SIGKILL) == 0)
-        _ = p.wait(timeout: .seconds(5))
+        _ = try await Fixture.wait(p, timeout: .seconds(5))
         var left: [Int32] = []
         for _ in 0..<100 {
             left = pids.filter { !Fixture.isGone($0) }
             if left.isEmpty { break }
-            Fixture.sleepMs(20)
+            try await Fixture.sleepMs(20)
         }
         #expect(left.isEmpty, "still running: \(left)")
         if p.report.hasCgroup { #expect(pids.count >= 7, "init, the function and 5 children: \(pids)") }
     }
 
     @Test("kill() stops the instance and removes its cgroup")
-    func killAPI() throws {
+    func killAPI() async throws {
         let p = try Fixture.launcher.spawn(Fixture.spec("spin"))
         #expect(p.isRunning)
         p.kill()
-        let result = p.wait(timeout: .seconds(5))
+        let result = try await Fixture.wait(p, timeout: .seconds(5))
         #expect(result.termination == .killed)
         #expect(result.failure == nil)
-        #expect(Fixture.isGone(p.report.initPID))
+        #expect(try await Fixture.isGone(p.report.initPID, within: 5))
         for path in p.report.cgroupPaths { #expect(access(path, F_OK) != 0) }
     }
 
@@ -239,8 +239,8 @@ struct SandboxTests {
     }
 
     @Test("fallback without a user namespace or cgroup is reported")
-    func fallback() throws {
-        let (report, result) = try Fixture.run("id") {
+    func fallback() async throws {
+        let (report, result) = try await Fixture.run("id") {
             $0.userNamespace = false
             $0.cgroup = false
         }
@@ -252,7 +252,7 @@ struct SandboxTests {
     }
 
     @Test("a missing executable is reported, not hidden")
-    func missingExecutable() throws {
+    func missingExecutable() async throws {
         var s = Fixture.spec()
         s.executable = "./does-not-exist"
         let result = try Fixture.launcher.run(s, timeout: .seconds(5))
@@ -265,14 +265,14 @@ struct SandboxTests {
     }
 
     @Test("a normal function still works after all hostile ones")
-    func normalAfterHostile() throws {
-        _ = try Fixture.run("fork-bomb") { $0.maxProcesses = 16 }
-        _ = try Fixture.run("hog", "256") { $0.memoryMB = 32 }
-        _ = try Fixture.run("spin", timeout: .milliseconds(300))
-        _ = try Fixture.run("flood", "4")
-        _ = try Fixture.run("ptrace")
-        _ = try Fixture.run("crash")
-        let (_, result) = try Fixture.run("ok")
+    func normalAfterHostile() async throws {
+        _ = try await Fixture.run("fork-bomb") { $0.maxProcesses = 16 }
+        _ = try await Fixture.run("hog", "256") { $0.memoryMB = 32 }
+        _ = try await Fixture.run("spin", timeout: .milliseconds(300))
+        _ = try await Fixture.run("flood", "4")
+        _ = try await Fixture.run("ptrace")
+        _ = try await Fixture.run("crash")
+        let (_, result) = try await Fixture.run("ok")
         #expect(result.termination == .exited(0))
         #expect(result.stdout == "ok\n")
     }

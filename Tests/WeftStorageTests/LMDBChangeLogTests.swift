@@ -2,10 +2,11 @@ import Dispatch
 import Foundation
 import Synchronization
 import Testing
+import WeftTestSupport
 import WeftCore
 @testable import WeftStorage
 
-@Suite("LMDBChangeLog")
+@Suite("LMDBChangeLog", .ownThread)
 struct LMDBChangeLogTests {
     private func sortedLeases(_ state: RecoveredState) -> [[Int64]] {
         state.leases.map { [$0.id, $0.ttlSeconds] }.sorted { $0[0] < $1[0] }

@@ -2,11 +2,12 @@ import Dispatch
 import Foundation
 import Synchronization
 import Testing
+import WeftTestSupport
 import WeftCore
 import WeftStorage
 
 /// Not pass/fail tests: they print throughput of 4 KiB puts appended from 8 threads.
-@Suite("LMDBChangeLog throughput", .serialized)
+@Suite("LMDBChangeLog throughput", .serialized, .ownThread)
 struct LMDBChangeLogThroughput {
     static let threads = 8
     static let value = [UInt8](repeating: 0xAB, count: 4096)

@@ -14,48 +14,60 @@ import WeftTestKit
 
     static let small = RegisterSimulation.Config(processes: 4, keys: 2, ops: 200, pendingRate: 0.1, deleteRate: 0.05)
 
-    @Test func simulatedHistoriesAreLinearizable() {
-        for seed in Self.someSeeds(30) {
-            let history = RegisterSimulation.run(seed: seed, Self.small)
-            let result = LinearizabilityChecker.check(history, budget: .seconds(20))
-            #expect(result.isLinearizable, "seed \(seed): \(result)")
+    // The simulations and checks are CPU-bound for seconds: they run on a thread of their own
+    // (`onOwnThread`), not on the few threads every async test in the process shares, and the
+    // test asserts on what they return.
+
+    @Test func simulatedHistoriesAreLinearizable() async throws {
+        let checked = try await onOwnThread {
+            Self.someSeeds(30).map { seed in (seed, LinearizabilityChecker.check(RegisterSimulation.run(seed: seed, Self.small), budget: .seconds(20))) }
         }
+        for (seed, result) in checked { #expect(result.isLinearizable, "seed \(seed): \(result)") }
     }
 
-    @Test func manyIndeterminateOpsAreLinearizable() {
+    @Test func manyIndeterminateOpsAreLinearizable() async throws {
         var config = Self.small
         config.pendingRate = 0.3
         config.processes = 6
-        for seed in Self.someSeeds(10) {
-            let history = RegisterSimulation.run(seed: seed, config)
-            let result = LinearizabilityChecker.check(history, budget: .seconds(20))
-            #expect(result.isLinearizable, "seed \(seed): \(result)")
+        let checked = try await onOwnThread { [config] in
+            Self.someSeeds(10).map { seed in (seed, LinearizabilityChecker.check(RegisterSimulation.run(seed: seed, config), budget: .seconds(20))) }
         }
+        for (seed, result) in checked { #expect(result.isLinearizable, "seed \(seed): \(result)") }
     }
 
-    @Test func staleReadIsFound() throws {
-        for seed in Self.someSeeds(30) {
-            let history = RegisterSimulation.run(seed: seed, Self.small)
-            var random = TestRandom(seed: seed)
-            guard let (index, stale) = Self.staleRead(in: history, &random) else {
+    @Test func staleReadIsFound() async throws {
+        let checked = try await onOwnThread {
+            Self.someSeeds(30).map { seed -> (UInt64, (index: Int, stale: RegisterOp.Result, key: String, result: CheckResult)?) in
+                let history = RegisterSimulation.run(seed: seed, Self.small)
+                var random = TestRandom(seed: seed)
+                guard let (index, stale) = Self.staleRead(in: history, &random) else { return (seed, nil) }
+                var corrupted = history
+                corrupted[index].result = stale
+                return (seed, (index, stale, history[index].key, LinearizabilityChecker.check(corrupted, budget: .seconds(20))))
+            }
+        }
+        for (seed, found) in checked {
+            guard let found else {
                 Issue.record("seed \(seed): no read to corrupt")
                 continue
             }
-            var corrupted = history
-            corrupted[index].result = stale
-            let result = LinearizabilityChecker.check(corrupted, budget: .seconds(20))
-            #expect(result.violation?.key == history[index].key, "seed \(seed), read #\(index) -> \(stale): \(result)")
+            #expect(found.result.violation?.key == found.key, "seed \(seed), read #\(found.index) -> \(found.stale): \(found.result)")
         }
     }
 
-    @Test func droppedWriteIsFound() {
-        for seed in Self.someSeeds(30) {
-            guard let (history, write) = Self.droppedWrite(seed: seed, Self.small) else {
+    @Test func droppedWriteIsFound() async throws {
+        let checked = try await onOwnThread {
+            Self.someSeeds(30).map { seed -> (UInt64, (write: Int, key: String, result: CheckResult)?) in
+                guard let (history, write) = Self.droppedWrite(seed: seed, Self.small) else { return (seed, nil) }
+                return (seed, (write, history[write].key, LinearizabilityChecker.check(history, budget: .seconds(20))))
+            }
+        }
+        for (seed, found) in checked {
+            guard let found else {
                 Issue.record("seed \(seed): no dropped write shows")
                 continue
             }
-            let result = LinearizabilityChecker.check(history, budget: .seconds(20))
-            #expect(result.violation?.key == history[write].key, "seed \(seed), dropped #\(write): \(result)")
+            #expect(found.result.violation?.key == found.key, "seed \(seed), dropped #\(found.write): \(found.result)")
         }
     }
 

@@ -2,12 +2,13 @@ import Foundation
 import NIOCore
 import Synchronization
 import Testing
+import WeftTestSupport
 import WeftCore
 @testable import WeftTransport
 
 /// libfabric endpoints over FI_PROVIDER=tcp ("tcp;ofi_rxm") on loopback. Every wait is a poll loop
 /// with a deadline, so a broken provider fails a test instead of hanging the run.
-@Suite("libfabric endpoint", .serialized)
+@Suite("libfabric endpoint", .serialized, .ownThread)
 struct FabricEndpointTests {
     static let options = FabricEndpoint.Options(provider: "tcp", messageBytesMax: 4096, receivesPosted: 64, sendsOutstandingMax: 128)
 

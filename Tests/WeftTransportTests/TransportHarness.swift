@@ -123,7 +123,7 @@ final class RecordingDelegate: FrameLinkDelegate, @unchecked Sendable {
 }
 
 /// Polls `condition` until it holds or `seconds` pass.
-func eventually(seconds: Double = 5, _ condition: () async throws -> Bool) async rethrows -> Bool {
+func eventually(seconds: Double = 30, _ condition: () async throws -> Bool) async rethrows -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
     while ContinuousClock.now < deadline {
         if try await condition() { return true }
