@@ -116,9 +116,28 @@ public final class ClusterNode: Sendable {
 
     /// Registers in etcd, adopts the current map, and starts the background work: the session,
     /// the map watch, the coordinator election, the replication pump.
-    public func start() async throws(WeftError) {
-        let session = try await register()
-        try await loadMap()
+    /// etcd that is slow or not up yet (a cluster whose pods start in any order, a loaded
+    /// machine) is waited for: unavailable and timeout errors are retried until `joinTimeoutMs`
+    /// has passed; other errors end the start at once.
+    public func start(joinTimeoutMs: Int64 = 60_000) async throws(WeftError) {
+        let deadline = ContinuousClock.now + .milliseconds(joinTimeoutMs)
+        var session: EtcdSession?
+        while session == nil {
+            do {
+                session = try await register()
+                try await loadMap()
+            } catch {
+                guard error.code == .unavailable || error.code == .timeout, ContinuousClock.now < deadline else { throw error }
+                logger.warning("cannot join the cluster yet; retrying", metadata: ["error": "\(error)"])
+                if let failed = session {
+                    // Registered but the map read failed: leave this incarnation and register anew.
+                    await failed.close()
+                    session = nil
+                }
+                try? await Task.sleep(for: .milliseconds(300))
+            }
+        }
+        guard let session else { throw WeftError(.internalError, "no session after joining") }
         let tasks = [
             Task { await self.keepMembership(session) },
             Task { await self.watchMap() },
