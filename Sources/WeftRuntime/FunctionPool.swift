@@ -200,6 +200,13 @@ final class FunctionPool: @unchecked Sendable {
         var env = manifest.env.map { "\($0.key)=\($0.value)" }
         env.append("WEFT_FUNCTION_CONCURRENCY=\(manifest.concurrency)")
         env.append("WEFT_FUNCTION=\(manifest.name)")
+        if manifest.env["SWIFT_BACKTRACE"] == nil {
+            // Swift's crash backtracer is off in instances unless a deploy turns it on
+            // (`--env SWIFT_BACKTRACE=enable=yes`): on a loaded machine it held a crashed
+            // instance for more than 20 s, and the caller with it, where a crash must fail
+            // the invocation at once. The stderr tail and the signal still say what happened.
+            env.append("SWIFT_BACKTRACE=enable=no")
+        }
         var spec = SandboxSpec(executable: executable, codeDirectory: codeDirectory)
         spec.environment += env
         spec.memoryMB = manifest.memoryMB
