@@ -61,7 +61,7 @@ final class FunctionPool: @unchecked Sendable {
                 return
             }
         }
-        let start: Bool = try state.withLock { (s) throws(WeftError) -> Bool in
+        let (start, listed) = try state.withLock { (s) throws(WeftError) -> (Bool, [Instance]) in
             guard s.queue.count - s.queueHead < limits.queueMax else {
                 throw WeftError(.overloaded, "function '\(info.manifest.name)' has \(limits.queueMax) invocations waiting; try again later")
             }
@@ -69,13 +69,15 @@ final class FunctionPool: @unchecked Sendable {
             let busy = s.instances.allSatisfy { !$0.hasWaiter }
             if busy && s.instances.count + s.starting < limits.instancesMax && s.starting < s.queue.count - s.queueHead {
                 s.starting += 1
-                return true
+                return (true, s.instances)
             }
-            return false
+            return (false, s.instances)
         }
         if start { startInstance() }
-        // An instance may have started waiting between the fast path and the queueing.
-        for inst in candidates where inst.hasWaiter { instanceWaiting(inst) }
+        // An instance may have started waiting between the fast path and the queueing; the
+        // list is read after the queueing (not the fast path's copy), as one listed meanwhile
+        // checks the queue only when it is listed.
+        for inst in listed where inst.hasWaiter { instanceWaiting(inst) }
     }
 
     /// An instance asked for work: give it the oldest queued invocation.
@@ -170,7 +172,13 @@ final class FunctionPool: @unchecked Sendable {
                     s.instances.append(inst)
                     return false
                 }
-                if leftover { inst.retire() }
+                if leftover {
+                    inst.retire()
+                } else if inst.hasWaiter {
+                    // It asked for work before it was listed, and work may have been queued
+                    // since by a caller that did not see it yet: nobody else would pair them.
+                    self.instanceWaiting(inst)
+                }
             } catch {
                 self.logger.warning("instance failed to start", metadata: ["function": "\(self.info.manifest.name)", "error": "\(error)"])
                 // Fail what waits, or the callers would wait for an instance that never comes.
@@ -214,7 +222,7 @@ final class FunctionPool: @unchecked Sendable {
         spec.hiddenPaths = worker.hiddenPaths
         let process: SandboxedProcess
         do {
-            process = try worker.launcher.spawn(spec, channel: fds[1])
+            process = try await worker.launcher.start(spec, channel: fds[1])
         } catch {
             close(fds[0])
             close(fds[1])

@@ -41,10 +41,47 @@ public struct SandboxLauncher: Sendable {
 
     /// Starts an instance and returns once the launcher reported the applied protections
     /// (or throws when the sandbox could not be set up). `channel` is passed to the function
-    /// as fd 3; the caller keeps (and closes) its own descriptor.
+    /// as fd 3; the caller keeps (and closes) its own descriptor. Blocks the calling thread
+    /// until the report: async callers use `start`.
     public func spawn(_ spec: SandboxSpec, channel: Int32? = nil, startupTimeout: Duration = .seconds(10)) throws
         -> SandboxedProcess
     {
+        let state = try launch(spec, channel: channel)
+        guard let line = state.waitForReport(timeout: startupTimeout) else {
+            state.terminate(.killed)
+            throw SandboxError.setupFailed(Self.startupFailure(state.waitForExit(deadline: nil)!))
+        }
+        return try Self.started(state, report: line)
+    }
+
+    /// `spawn` for async callers: the wait for the launcher's report suspends the caller
+    /// instead of blocking its thread (a cold start must not hold one of the few threads
+    /// every task of the worker runs on).
+    public func start(_ spec: SandboxSpec, channel: Int32? = nil, startupTimeout: Duration = .seconds(10)) async throws
+        -> SandboxedProcess
+    {
+        let state = try launch(spec, channel: channel)
+        let timer = Task {
+            try await Task.sleep(for: startupTimeout)
+            if state.firstReport == nil { state.terminate(.killed) }
+        }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in state.onReportOrExit(c) }
+        timer.cancel()
+        guard let line = state.firstReport, SandboxReport(line: line) != nil else {
+            // No report, or not a report: end it and wait for the end here, so that what
+            // follows finds it over and blocks no thread.
+            state.terminate(.killed)
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in state.onExit(c) }
+            guard let line = state.firstReport else {
+                throw SandboxError.setupFailed(Self.startupFailure(state.waitForExit(deadline: nil)!))
+            }
+            return try Self.started(state, report: line)
+        }
+        return try Self.started(state, report: line)
+    }
+
+    /// Spawns the launcher and its monitor thread; the report is still to come.
+    private func launch(_ spec: SandboxSpec, channel: Int32?) throws -> MonitorState {
         var out: [Int32] = [-1, -1], err: [Int32] = [-1, -1], rep: [Int32] = [-1, -1]
         var cleanup: [Int32] = []
         defer { for fd in cleanup where fd >= 0 { close(fd) } }
@@ -116,18 +153,19 @@ public struct SandboxLauncher: Sendable {
         let state = MonitorState(
             pid: pid, stdout: out[0], stderr: err[0], report: rep[0], tailLimit: max(0, spec.outputTailBytes))
         state.start()
-        guard let line = state.waitForReport(timeout: startupTimeout) else {
-            state.terminate(.killed)
-            let result = state.waitForExit(deadline: nil)!
-            throw SandboxError.setupFailed(Self.startupFailure(result))
-        }
+        return state
+    }
+
+    /// The process for a launcher that reported `line`; throws (after ending it) when the line
+    /// is not a report.
+    private static func started(_ state: MonitorState, report line: String) throws -> SandboxedProcess {
         guard let report = SandboxReport(line: line) else {
             state.terminate(.killed)
             let result = state.waitForExit(deadline: nil)!
             let message = JSONValue.parse(line)?["error"]?.string ?? "unexpected report: \(line)"
             throw SandboxError.setupFailed(message + Self.stderrSuffix(result))
         }
-        return SandboxedProcess(pid: pid, report: report, state: state)
+        return SandboxedProcess(pid: state.pid, report: report, state: state)
     }
 
     /// Spawns, waits for the end (killing the instance when `timeout` expires), returns the result.

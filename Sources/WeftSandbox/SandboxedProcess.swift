@@ -94,6 +94,7 @@ final class MonitorState: @unchecked Sendable {
     private var killReason: KillReason?
     private var killSentAt: Double?
     private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var reportWaiters: [CheckedContinuation<Void, Never>] = []
     private var result: SandboxResult?
     private let started = MonitorState.now()
 
@@ -153,6 +154,19 @@ final class MonitorState: @unchecked Sendable {
         }
         return reportLines.first
     }
+
+    /// Resumes `c` once the first report line is in or the launcher has ended.
+    func onReportOrExit(_ c: CheckedContinuation<Void, Never>) {
+        let ready: Bool = locked {
+            if !reportLines.isEmpty || finished { return true }
+            reportWaiters.append(c)
+            return false
+        }
+        if ready { c.resume() }
+    }
+
+    /// The first report line, if one came in.
+    var firstReport: String? { locked { reportLines.first } }
 
     /// The result, waiting until `deadline` (nil: forever); nil when the deadline passed.
     func waitForExit(deadline: Double?) -> SandboxResult? {
@@ -265,8 +279,11 @@ final class MonitorState: @unchecked Sendable {
             result = finalResult
             finished = true
             pthread_cond_broadcast(cond)
-            defer { waiters = [] }
-            return waiters
+            defer {
+                waiters = []
+                reportWaiters = []
+            }
+            return waiters + reportWaiters
         }
         for c in toResume { c.resume() }
     }
@@ -285,6 +302,11 @@ final class MonitorState: @unchecked Sendable {
             }
             if reportBuffer.count > 1 << 20 { reportBuffer.removeAll() }
             pthread_cond_broadcast(cond)
+            if !reportLines.isEmpty, !reportWaiters.isEmpty {
+                // (Resuming only schedules the waiting task; it does not run it here.)
+                for c in reportWaiters { c.resume() }
+                reportWaiters = []
+            }
         }
     }
 

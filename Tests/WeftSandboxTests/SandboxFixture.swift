@@ -44,7 +44,7 @@ enum Fixture {
     ) async throws -> (SandboxReport, SandboxResult) {
         var s = SandboxSpec(executable: "./sandbox-probe", arguments: arguments, codeDirectory: codeDir)
         configure(&s)
-        let p = try launcher.spawn(s)
+        let p = try await launcher.start(s)
         return (p.report, try await wait(p, timeout: timeout))
     }
 
