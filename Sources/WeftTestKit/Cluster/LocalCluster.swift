@@ -46,10 +46,13 @@ public final class LocalCluster: @unchecked Sendable {
     private var proxies: [TCPProxy] = []
     private let lock = NSLock()
 
-    /// Starts etcd and the nodes, and waits until every node has printed its ready line; the
-    /// waiting is done on a thread of its own, not on the caller's.
+    /// Starts etcd and the nodes, and waits until every node has printed its ready line
+    /// (etcd's start-up, which blocks, on a thread of its own, not on the caller's).
     public static func start(weftBinary: String, options: Options = Options(), etcdBinary: String = "/usr/bin/etcd") async throws -> LocalCluster {
-        try await onOwnThread { try LocalCluster(weftBinary: weftBinary, options: options, etcdBinary: etcdBinary) }
+        let cluster = try await onOwnThread { try LocalCluster(weftBinary: weftBinary, options: options, etcdBinary: etcdBinary) }
+        // On a throw, the cluster's deinit stops what was started.
+        for i in 0..<options.nodes { try await cluster.waitReady(i, seconds: 30) }
+        return cluster
     }
 
     private init(weftBinary: String, options: Options = Options(), etcdBinary: String = "/usr/bin/etcd") throws {
@@ -88,7 +91,6 @@ public final class LocalCluster: @unchecked Sendable {
             for _ in 0..<options.nodes { proxies.append(try Self.proxy(to: ports[0])) }
         }
         for i in 0..<options.nodes { try start(i) }
-        for i in 0..<options.nodes { try waitUntilReady(i, seconds: 30) }
     }
 
     deinit { stop() }
@@ -139,17 +141,6 @@ public final class LocalCluster: @unchecked Sendable {
     private func notReady(_ i: Int) -> LocalClusterError {
         let tail = (try? String(contentsOfFile: log(i), encoding: .utf8)).map { String($0.suffix(2000)) } ?? ""
         return LocalClusterError("node \(i) (\(addresses[i])) did not become ready: \(tail)")
-    }
-
-    /// `waitReady` blocking its thread, for the initializer (which runs on a thread of its own).
-    private func waitUntilReady(_ i: Int, seconds: Double) throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if isReady(i) { return }
-            guard isRunning(i) else { break }
-            usleep(50_000)
-        }
-        throw notReady(i)
     }
 
     public func restart(_ i: Int) async throws {
