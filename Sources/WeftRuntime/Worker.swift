@@ -3,7 +3,6 @@ import Glibc
 #endif
 import Logging
 import NIOCore
-import NIOPosix
 import Synchronization
 import WeftCore
 import WeftSandbox
@@ -160,18 +159,7 @@ public final class Worker: FunctionService, @unchecked Sendable {
         if let existing = pools.withLock({ $0[key] }), existing.info.version == entry.version { return existing }
         let (info, codeVersion) = try registry.decode(entry)
         let bytes = try await registry.code(tenant: tenant, name: function, codeVersion: codeVersion)
-        // Writing the code out (tens of MB) is blocking file I/O: done on NIO's thread pool, not
-        // on the thread this task runs on, which every task of the worker shares.
-        let code = self.code
-        let installed: Result<(directory: String, executable: String), WeftError>
-        do {
-            installed = try await NIOThreadPool.singleton.runIfActive {
-                Result { () throws(WeftError) in try code.install(tenant: tenant, name: function, version: info.version, code: bytes) }
-            }
-        } catch {
-            throw WeftError(.internalError, "the code of '\(function)' could not be installed: \(error)")
-        }
-        let (dir, exe) = try installed.get()
+        let (dir, exe) = try code.install(tenant: tenant, name: function, version: info.version, code: bytes)
         let fresh = FunctionPool(
             tenant: tenant, info: info, codeDirectory: dir, executable: exe, worker: self,
             limits: .init(instancesMax: options.instancesPerFunctionMax, queueMax: options.queuePerFunctionMax), logger: logger)
