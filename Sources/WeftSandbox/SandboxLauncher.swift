@@ -67,15 +67,14 @@ public struct SandboxLauncher: Sendable {
         }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in state.onReportOrExit(c) }
         timer.cancel()
-        guard let line = state.firstReport, SandboxReport(line: line) != nil else {
+        if state.firstReport.flatMap(SandboxReport.init(line:)) == nil {
             // No report, or not a report: end it and wait for the end here, so that what
             // follows finds it over and blocks no thread.
             state.terminate(.killed)
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in state.onExit(c) }
-            guard let line = state.firstReport else {
-                throw SandboxError.setupFailed(Self.startupFailure(state.waitForExit(deadline: nil)!))
-            }
-            return try Self.started(state, report: line)
+        }
+        guard let line = state.firstReport else {
+            throw SandboxError.setupFailed(Self.startupFailure(state.waitForExit(deadline: nil)!))
         }
         return try Self.started(state, report: line)
     }
