@@ -22,11 +22,7 @@ struct Weft: AsyncParsableCommand {
     /// Once, at the start of a server command: malloc tuning and logging to stderr at `logLevel`.
     static func bootstrapServer(logLevel: Logger.Level) {
         MallocTuning.apply()
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = logLevel
-            return h
-        }
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: logLevel) }
     }
 
     /// Runs a command body, turning Weft errors into their documented exit status.
