@@ -187,9 +187,21 @@ public final class LocalCluster: @unchecked Sendable {
         if let p, p.isRunning { kill(p.processIdentifier, sig) }
     }
 
-    /// Stops every node, the proxies and etcd.
+    private var keepEtcdData = ProcessInfo.processInfo.environment["WEFT_KEEP_CLUSTERS"] == "1"
+
+    /// Keeps etcd's data directory after `stop` (the shard maps of every epoch, for a failure
+    /// to be traced through; WEFT_KEEP_CLUSTERS=1 keeps it for every cluster).
+    public func keepEtcdDataOnStop() {
+        lock.lock()
+        keepEtcdData = true
+        lock.unlock()
+    }
+
+    /// Stops every node, the proxies and etcd. The logs and nodes' data stay in `directory`;
+    /// etcd's data (over 100 MB: it preallocates its log) goes unless kept.
     public func stop() {
         lock.lock()
+        let keep = keepEtcdData
         let all = nodes.compactMap { $0 }
         nodes = nodes.map { _ in nil }
         let e = etcd
@@ -202,6 +214,7 @@ public final class LocalCluster: @unchecked Sendable {
             FileHandle.standardError.write(Data("LocalCluster: proxy on port \(proxy.port) still has threads running after stop\n".utf8))
         }
         e?.killAndWait()
+        if !keep { try? FileManager.default.removeItem(atPath: directory + "/etcd") }
     }
 
     // MARK: helpers
@@ -222,7 +235,7 @@ public final class LocalCluster: @unchecked Sendable {
     static func launch(_ path: String, _ args: [String], log: String, stdout: String? = nil) throws -> Process {
         // Appended to, not truncated: a restarted node's log keeps what it did before it was
         // killed (which a violation found later may need).
-        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
+        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
@@ -230,7 +243,7 @@ public final class LocalCluster: @unchecked Sendable {
         err.seekToEndOfFile()
         p.standardError = err
         if let stdout {
-            FileManager.default.createFile(atPath: stdout, contents: nil)
+            _ = FileManager.default.createFile(atPath: stdout, contents: nil)
             p.standardOutput = FileHandle(forWritingAtPath: stdout)!
         } else {
             p.standardOutput = err
