@@ -45,6 +45,8 @@ public final class ClusterNode: Sendable {
         var tasks: [Task<Void, Never>] = []
         var stopped = false
         var coordinator = false
+        /// The lease of a membership this node gave up (`rejoin`): it serves nothing by it.
+        var abandonedLease: Int64 = 0
     }
 
     public let options: Options
@@ -78,7 +80,8 @@ public final class ClusterNode: Sendable {
             me: options.id, store: store, replication: replication, logger: logger,
             serving: { box.node?.isServingFast ?? false },
             stale: { _ in box.node?.refreshMap() },
-            copied: { shard, since in box.node?.reportCopied(shard: shard, since: since) })
+            copied: { shard, since in box.node?.reportCopied(shard: shard, since: since) },
+            broken: { shard, incarnation, reason in box.node?.rejoin(shard: shard, incarnation: incarnation, reason: reason) })
         box.node = self
     }
 
@@ -105,7 +108,7 @@ public final class ClusterNode: Sendable {
     /// it; 0 when it does not serve.
     private func servingDeadlineMs() -> Int64 {
         state.withLock { s in
-            guard !s.stopped, let session = s.session, session.isValid,
+            guard !s.stopped, let session = s.session, session.isValid, session.leaseID != s.abandonedLease,
                   gate.map?.nodes[options.id]?.incarnation == session.leaseID else { return 0 }
             return session.validUntilMs
         }
@@ -194,6 +197,24 @@ public final class ClusterNode: Sendable {
                 }
             }
         }
+    }
+
+    /// Gives up this membership and registers again as a new incarnation, which the
+    /// coordinator takes out of every chain and copies in afresh: for a node that finds its copy
+    /// of a shard it is a member of incomplete. It stops serving before this returns. Only for
+    /// the membership the finding was made under (`incarnation`): a map of an earlier one that
+    /// arrives late does not end the next.
+    func rejoin(shard: Int, incarnation: Int64, reason: String) {
+        let session: EtcdSession? = state.withLock { s in
+            guard !s.stopped, let session = s.session, session.leaseID == incarnation, session.leaseID != s.abandonedLease else { return nil }
+            s.abandonedLease = session.leaseID
+            return session
+        }
+        guard let session else { return }
+        servingUntilMs.store(0, ordering: .releasing)
+        logger.warning("copy of a shard incomplete; leaving the cluster to be copied in again", metadata: ["shard": "\(shard)", "reason": "\(reason)"])
+        // Closing the session revokes its lease; `keepMembership` then registers anew.
+        Task { await session.close() }
     }
 
     private var currentLease: Int64 { state.withLock { $0.session?.leaseID ?? 0 } }

@@ -18,6 +18,8 @@ public final class NodeGate: ClusterGate, Sendable {
         var awaitingFence: [UInt64?] = []
         /// Per shard: the highest epoch a predecessor has fenced (it may arrive before the map).
         var fenced: [UInt64] = []
+        /// Per shard: fences refused in a row because this node lacks changes its predecessor has.
+        var behind: [Int: Int] = [:]
     }
 
     public let me: String
@@ -31,11 +33,16 @@ public final class NodeGate: ClusterGate, Sendable {
     let stale: @Sendable (UInt64) -> Void
     /// Called when this node completed the copy of a shard it joins.
     let copied: @Sendable (_ shard: Int, _ since: UInt64) -> Void
+    /// Called when this node, a member of a shard's chain by a map that knows it as
+    /// `incarnation`, finds its copy of the shard incomplete: it must stop serving at once and
+    /// be copied in again.
+    let broken: @Sendable (_ shard: Int, _ incarnation: Int64, _ reason: String) -> Void
 
     init(
         me: String, store: MemoryStore, replication: Replication, logger: Logger,
         serving: @escaping @Sendable () -> Bool, stale: @escaping @Sendable (UInt64) -> Void,
-        copied: @escaping @Sendable (Int, UInt64) -> Void
+        copied: @escaping @Sendable (Int, UInt64) -> Void,
+        broken: @escaping @Sendable (Int, Int64, String) -> Void
     ) {
         self.me = me
         self.store = store
@@ -44,6 +51,7 @@ public final class NodeGate: ClusterGate, Sendable {
         self.serving = serving
         self.stale = stale
         self.copied = copied
+        self.broken = broken
     }
 
     public var map: ShardMap? { view.withLock { $0.map } }
@@ -68,6 +76,12 @@ public final class NodeGate: ClusterGate, Sendable {
                 }
                 replication.noteTailStart(shard: s, holdMs: replication.cacheLeaseMs)
             }
+        }
+        // A node joins a chain once its copy is complete. Still receiving one as a member, it
+        // was promoted on the report of an earlier copy that broke off after it (the source then
+        // stopped streaming to it and started over): what it holds may lack acknowledged writes.
+        for s in 0..<min(map.shardCount, replication.shardCount) where map.chains[s].contains(me) && replication.isCopying(shard: s) {
+            broken(s, map.nodes[me]?.incarnation ?? 0, "promoted in epoch \(map.epoch) while a copy of shard \(s) was still arriving")
         }
         let adopted = view.withLock { v -> Bool in
             if let old = v.map, old.epoch >= map.epoch { return false }
@@ -212,11 +226,36 @@ public final class NodeGate: ClusterGate, Sendable {
                 case .success:
                     replication.whenCommitted(shard: s, revision: message.revision) { completion(.success(message.revision)) }
                 case .failure(let error):
+                    self.logger.debug("replicated change refused", metadata: [
+                        "shard": "\(s)", "from": "\(message.from)", "revision": "\(message.revision)", "previous": "\(message.previous)", "error": "\(error)",
+                    ])
                     completion(.failure(error))
                 }
             }
         case .fence:
+            // The predecessor fences this node in only if it holds every change the predecessor
+            // has (all sent before the fence, on the same connection). A node promoted on a copy
+            // whose stream then broke would otherwise serve reads that miss acknowledged writes.
+            let have = store.shardRevision(s)
+            if replication.isCopying(shard: s) || have < message.revision {
+                let reason = replication.isCopying(shard: s)
+                    ? "node \(me) is still receiving a copy of shard \(s)"
+                    : "node \(me) holds shard \(s) up to revision \(have), its predecessor \(message.from) up to \(message.revision)"
+                // Refused a few times in a row (the predecessor sends what is pending before
+                // every fence, so a change lost to a dropped connection is made good at once),
+                // the node lacks changes its predecessor no longer has as pending: copied anew.
+                let refusals = view.withLock { v -> Int in
+                    v.behind[s, default: 0] += 1
+                    return v.behind[s]!
+                }
+                if map.chains[s].contains(me), replication.isCopying(shard: s) || refusals >= 3 {
+                    broken(s, map.nodes[me]?.incarnation ?? 0, reason)
+                }
+                completion(.failure(WeftError(.unavailable, "fence refused: \(reason)")))
+                return
+            }
             let fenced = view.withLock { v -> Bool in
+                v.behind[s] = nil
                 if v.fenced.indices.contains(s) { v.fenced[s] = max(v.fenced[s], epoch) }
                 guard v.awaitingFence.indices.contains(s), let want = v.awaitingFence[s], epoch >= want else { return false }
                 v.awaitingFence[s] = nil
@@ -238,7 +277,9 @@ public final class NodeGate: ClusterGate, Sendable {
                 return
             }
             replication.beginCopy(shard: s, delta: true)
-            completion(.success(store.shardRevision(s)))
+            let revision = store.shardRevision(s)
+            logger.debug("delta copy begins", metadata: ["shard": "\(s)", "from": "\(message.from)", "revision": "\(revision)"])
+            completion(.success(revision))
         case .snapshotEntry:
             guard let entry = message.entry else {
                 completion(.failure(WeftError(.malformedRequest, "snapshot entry without an entry")))
@@ -265,6 +306,7 @@ public final class NodeGate: ClusterGate, Sendable {
                 store.applyReplicated(.snapshotEnd(shard: s, revision: message.revision)) { result in
                     guard case .success = result else { return completion(result.map { _ in message.revision }) }
                     replication.endCopy(shard: s, revision: message.revision)
+                    self.logger.debug("copy received", metadata: ["shard": "\(s)", "from": "\(message.from)", "revision": "\(message.revision)"])
                     // Joins the chain only once the copy is on disk (with --data): as a member it
                     // may be the one a whole-cluster restart starts the shard again from.
                     replication.whenLogged(shard: s) {

@@ -552,10 +552,10 @@ public final class Replication: ChangeLog, Sendable {
                     peers.prepare(f.address)
                     return nil
                 }
-                if st.copyDelta {
-                    st.copyInFlight = true
-                    st.followerRestart = false
-                }
+                // A delta copy first asks the follower for its revision: meanwhile nothing is
+                // streamed to it (`followerRestart` stays set until the snapshot is queued), for
+                // a change that reached it before the snapshot would follow a revision it lacks.
+                if st.copyDelta { st.copyInFlight = true }
                 return (f, st.copyDelta)
             }
             if let (follower, delta) = copy {
@@ -595,14 +595,10 @@ public final class Replication: ChangeLog, Sendable {
     /// which every change also holds while it is sent).
     private func startCopy(shard s: Int, to follower: Follower, since: Revision?) {
         guard let store else { return }
-        let sent: Int? = store.withShardSnapshot(s) { entries, revision in
-            shards[s].withLock { st -> Int? in
-                if since != nil {
-                    st.copyInFlight = false
-                    guard st.follower == follower else { return nil }
-                } else {
-                    guard st.followerRestart, st.follower == follower else { return nil }
-                }
+        let sent: (count: Int, revision: Revision)? = store.withShardSnapshot(s) { entries, revision in
+            shards[s].withLock { st -> (count: Int, revision: Revision)? in
+                if since != nil { st.copyInFlight = false }
+                guard st.followerRestart, st.follower == follower else { return nil }
                 st.followerRestart = false
                 let epoch = st.epoch
                 if since == nil {
@@ -619,15 +615,15 @@ public final class Replication: ChangeLog, Sendable {
                         sendToFollower(ReplicationMessage(shard: s, from: me, kind: .snapshotEntry, entry: kv), shard: s, follower: follower, epoch: epoch)
                     }
                 }
-                sendToFollower(
-                    ReplicationMessage(shard: s, from: me, kind: .snapshotEnd, revision: max(revision, st.last)),
-                    shard: s, follower: follower, epoch: epoch)
-                return entries.count
+                let end = max(revision, st.last)
+                sendToFollower(ReplicationMessage(shard: s, from: me, kind: .snapshotEnd, revision: end), shard: s, follower: follower, epoch: epoch)
+                return (entries.count, end)
             }
         }
         if let sent {
             logger.info("copying shard to a joining node", metadata: [
-                "shard": "\(s)", "node": "\(follower.id)", "keys": "\(sent)", "delta": "\(since.map { "since \($0)" } ?? "no")",
+                "shard": "\(s)", "node": "\(follower.id)", "keys": "\(sent.count)", "revision": "\(sent.revision)",
+                "delta": "\(since.map { "since \($0)" } ?? "no")",
             ])
         }
     }
@@ -660,6 +656,9 @@ public final class Replication: ChangeLog, Sendable {
             return st.copySeen
         }
     }
+
+    /// True while a copy of the shard is being received (begun, not yet ended).
+    func isCopying(shard s: Int) -> Bool { shards[s].withLock { $0.copying } }
 
     func endCopy(shard s: Int, revision: Revision) {
         shards[s].withLock { st in
