@@ -102,9 +102,11 @@ struct TransportSuiteTests {
     func peerDeath(kind: TransportKind) async throws {
         let store = HoldingStore()
         let h = try await TransportHarness.start(kind, store: store)
-        let client = try await h.client(requestTimeoutMs: 20_000)
+        // A request timeout far beyond the bound below, so that only the server's going away
+        // can end the request in time; the time is taken from the stop, not from the send (a
+        // loaded machine may take seconds to get the request to the store).
+        let client = try await h.client(requestTimeoutMs: 120_000)
         try await client.put("k", "v")
-        let started = ContinuousClock.now
         let pendingGet = Task { () -> WeftError? in
             do {
                 _ = try await client.get("hang/x")
@@ -116,6 +118,7 @@ struct TransportSuiteTests {
             }
         }
         #expect(await eventually { store.hung.load(ordering: .relaxed) == 1 })
+        let started = ContinuousClock.now
         await h.server.stop()
         let error = await pendingGet.value
         #expect(error?.code == .unavailable)
