@@ -126,6 +126,18 @@ struct CodeCache: Sendable {
         "\(root)/\(tenant)/\(name)/\(version)"
     }
 
+    /// `install` on a thread of its own: writing tens of MB would hold one of the few threads
+    /// that every task shares (and NIO's blocking pool serves name resolution on connect, which
+    /// a queue of code writes there once stalled by seconds).
+    func installOffPool(tenant: String, name: String, version: Revision, code: [UInt8]) async throws(WeftError) -> (directory: String, executable: String) {
+        let result = await withCheckedContinuation { (c: CheckedContinuation<Result<(directory: String, executable: String), WeftError>, Never>) in
+            Thread.detachNewThread {
+                c.resume(returning: Result { () throws(WeftError) in try self.install(tenant: tenant, name: name, version: version, code: code) })
+            }
+        }
+        return try result.get()
+    }
+
     /// Writes the code once; returns the directory and the executable's path.
     func install(tenant: String, name: String, version: Revision, code: [UInt8]) throws(WeftError) -> (directory: String, executable: String) {
         let dir = directory(tenant: tenant, name: name, version: version)

@@ -159,7 +159,7 @@ public final class Worker: FunctionService, @unchecked Sendable {
         if let existing = pools.withLock({ $0[key] }), existing.info.version == entry.version { return existing }
         let (info, codeVersion) = try registry.decode(entry)
         let bytes = try await registry.code(tenant: tenant, name: function, codeVersion: codeVersion)
-        let (dir, exe) = try code.install(tenant: tenant, name: function, version: info.version, code: bytes)
+        let (dir, exe) = try await code.installOffPool(tenant: tenant, name: function, version: info.version, code: bytes)
         let fresh = FunctionPool(
             tenant: tenant, info: info, codeDirectory: dir, executable: exe, worker: self,
             limits: .init(instancesMax: options.instancesPerFunctionMax, queueMax: options.queuePerFunctionMax), logger: logger)
