@@ -35,6 +35,8 @@ public final class LocalCluster: @unchecked Sendable {
 
     public let options: Options
     public let directory: String
+    /// etcd's data directory (in /dev/shm when there is one).
+    private let etcdData: String
     public let etcdURL: String
     /// Each node's HOST:PORT.
     public let addresses: [String]
@@ -58,8 +60,20 @@ public final class LocalCluster: @unchecked Sendable {
     private init(weftBinary: String, options: Options = Options(), etcdBinary: String = "/usr/bin/etcd") throws {
         self.options = options
         self.weft = weftBinary
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("weft-cluster-\(UUID().uuidString.prefix(8))").path
+        let name = "weft-cluster-\(UUID().uuidString.prefix(8))"
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent(name).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // etcd's data in memory where there is a tmpfs: its fsyncs then wait for no disk (on a
+        // loaded machine, behind other tests' I/O, they stalled etcd past every node's lease),
+        // and the 123 MB it preallocates cost no disk. `directory/etcd` points to it.
+        let shm = "/dev/shm"
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: shm, isDirectory: &isDirectory), isDirectory.boolValue, access(shm, W_OK) == 0 {
+            etcdData = "\(shm)/\(name)-etcd"
+            try? FileManager.default.createSymbolicLink(atPath: directory + "/etcd", withDestinationPath: etcdData)
+        } else {
+            etcdData = directory + "/etcd"
+        }
         // etcd first; a port taken meanwhile (other tests run in parallel) means new ports.
         var attempt = 0
         var chosen: (ports: [Int], etcd: Process)?
@@ -67,9 +81,9 @@ public final class LocalCluster: @unchecked Sendable {
             attempt += 1
             let ports = try Self.freePorts(2 + options.nodes)
             let url = "http://127.0.0.1:\(ports[0])", peer = "http://127.0.0.1:\(ports[1])"
-            try? FileManager.default.removeItem(atPath: directory + "/etcd")
+            try? FileManager.default.removeItem(atPath: etcdData)
             let p = try Self.launch(etcdBinary, [
-                "--name", "weft-test", "--data-dir", directory + "/etcd",
+                "--name", "weft-test", "--data-dir", etcdData,
                 "--listen-client-urls", url, "--advertise-client-urls", url,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", "weft-test=\(peer)",
@@ -198,7 +212,7 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// Stops every node, the proxies and etcd. The logs and nodes' data stay in `directory`;
-    /// etcd's data (over 100 MB: it preallocates its log) goes unless kept.
+    /// etcd's data (over 100 MB: it preallocates its log; in memory with /dev/shm) goes unless kept.
     public func stop() {
         lock.lock()
         let keep = keepEtcdData
@@ -214,7 +228,7 @@ public final class LocalCluster: @unchecked Sendable {
             FileHandle.standardError.write(Data("LocalCluster: proxy on port \(proxy.port) still has threads running after stop\n".utf8))
         }
         e?.killAndWait()
-        if !keep { try? FileManager.default.removeItem(atPath: directory + "/etcd") }
+        if !keep { try? FileManager.default.removeItem(atPath: etcdData) }
     }
 
     // MARK: helpers
