@@ -237,8 +237,9 @@ public final class NodeGate: ClusterGate, Sendable {
             // has (all sent before the fence, on the same connection). A node promoted on a copy
             // whose stream then broke would otherwise serve reads that miss acknowledged writes.
             let have = store.shardRevision(s)
-            if replication.isCopying(shard: s) || have < message.revision {
-                let reason = replication.isCopying(shard: s)
+            let copying = replication.isCopying(shard: s)
+            if copying || have < message.revision {
+                let reason = copying
                     ? "node \(me) is still receiving a copy of shard \(s)"
                     : "node \(me) holds shard \(s) up to revision \(have), its predecessor \(message.from) up to \(message.revision)"
                 // Refused a few times in a row (the predecessor sends what is pending before
@@ -248,7 +249,7 @@ public final class NodeGate: ClusterGate, Sendable {
                     v.behind[s, default: 0] += 1
                     return v.behind[s]!
                 }
-                if map.chains[s].contains(me), replication.isCopying(shard: s) || refusals >= 3 {
+                if map.chains[s].contains(me), copying || refusals >= 3 {
                     broken(s, map.nodes[me]?.incarnation ?? 0, reason)
                 }
                 completion(.failure(WeftError(.unavailable, "fence refused: \(reason)")))
