@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Logging
 import NIOPosix
@@ -159,18 +160,28 @@ struct ChildFunction {
         return ChildFunction(pid: pid)
     }
 
-    /// The exit status once the child has exited, or nil after `timeoutMs` (then it is killed).
-    func exitStatus(timeoutMs: Int = 5_000) async -> Int32? {
-        for _ in 0..<(timeoutMs / 10) {
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    /// The exit status once the child has exited (nil after `timeoutMs`, when it is killed), and
+    /// when the exit was seen. Polled on a thread of its own against a clock deadline: on a
+    /// loaded machine the shared task threads wake late, and a CI run saw an exit 3.2 s after
+    /// the close that way.
+    func exit(timeoutMs: Int = 5_000) async -> (status: Int32?, seenAt: ContinuousClock.Instant) {
+        let pid = self.pid
+        return await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                let deadline = ContinuousClock.now + .milliseconds(timeoutMs)
+                var status: Int32 = 0
+                while ContinuousClock.now < deadline {
+                    if waitpid(pid, &status, WNOHANG) == pid {
+                        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+                        continuation.resume(returning: (code, ContinuousClock.now))
+                        return
+                    }
+                    usleep(2_000)
+                }
+                kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)
+                continuation.resume(returning: (nil, ContinuousClock.now))
             }
-            try? await Task.sleep(for: .milliseconds(10))
         }
-        kill(pid, SIGKILL)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        return nil
     }
 }
