@@ -5,6 +5,8 @@
 # where kubectl is on PATH, also what `kubectl kustomize` renders. Exits non-zero on any problem.
 #
 #   validate.sh [FILE|DIR …]        default: this directory
+#   validate.sh --install           only install the validator (make test does, before it
+#                                   builds: the 144 MB install must not run inside the tests)
 #
 # kubernetes-validate (PyPI, pinned) is installed on first use into a venv under
 # ${WEFT_TOOLS_DIR:-REPO/.build/tools}; needs python3 with venv (Debian: python3-venv) or pip.
@@ -51,6 +53,7 @@ if ! installed; then
   exec 9>&-
 fi
 
+[[ ${1:-} == --install ]] && exit 0
 (($# > 0)) || set -- "$here"
 "$py" "$here/validate.py" "$versions" "$@"
 
