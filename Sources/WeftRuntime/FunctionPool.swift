@@ -200,6 +200,8 @@ final class FunctionPool: @unchecked Sendable {
     }
 
     private func launch(_ inst: Instance) async throws {
+        guard worker.beginInstanceStart() else { throw WeftError(.unavailable, "the worker is shutting down") }
+        defer { worker.endInstanceStart() }
         var fds: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             throw WeftError(.unavailable, "socketpair failed: \(String(cString: strerror(errno)))")

@@ -65,8 +65,31 @@ public final class Worker: FunctionService, @unchecked Sendable {
         reaper.withLock { $0 = task }
     }
 
-    /// Stops every instance.
-    public func shutdown() {
+    /// Instance starts under way, and whether the worker is shut down. A start ends by serving
+    /// the instance's socket on the worker's event loops, which its owner shuts down after
+    /// `shutdown`: so `shutdown` refuses new starts and waits for those under way (a start that
+    /// finished on a shut-down group crashed a debug test run).
+    private let starts = Mutex<(inFlight: Int, closed: Bool)>((0, false))
+
+    /// Counts a start in; false once the worker is shut down.
+    func beginInstanceStart() -> Bool {
+        starts.withLock { s in
+            guard !s.closed else { return false }
+            s.inFlight += 1
+            return true
+        }
+    }
+
+    func endInstanceStart() { starts.withLock { $0.inFlight -= 1 } }
+
+    /// Stops every instance, after the instance starts under way have ended (at most
+    /// `startWaitMs`; a start is bounded by the launcher's own timeout).
+    public func shutdown(startWaitMs: Int = 30_000) async {
+        starts.withLock { $0.closed = true }
+        let deadline = ContinuousClock.now + .milliseconds(startWaitMs)
+        while starts.withLock({ $0.inFlight }) > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
         reaper.withLock { $0?.cancel() }
         let all = pools.withLock { p in
             defer { p.removeAll() }

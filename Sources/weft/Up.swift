@@ -198,7 +198,7 @@ struct Up: AsyncParsableCommand {
             gauges?.cancel()
             await gateway?.stop()
             triggers?.stop()
-            worker?.shutdown()
+            await worker?.shutdown()
             if worker != nil { try? FileManager.default.removeItem(atPath: Self.codeDirectory(pid: getpid())) }
             await server.stop()
             changeLog?.close()

@@ -26,7 +26,7 @@ struct WorkerFixture {
     }
 
     func stop() async {
-        worker.shutdown()
+        await worker.shutdown()
         try? await Task.sleep(for: .milliseconds(50))
         try? FileManager.default.removeItem(atPath: worker.codeDirectoryPath)
         try? await group.shutdownGracefully()
