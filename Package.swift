@@ -244,7 +244,7 @@ let package = Package(
         .testTarget(
             name: "WeftFunctionTests",
             dependencies: [
-                "WeftFunction", "WeftCore", "WeftWire", "WeftTransport", "WeftClient", "hello", "counter", "wordcount",
+                "WeftFunction", "WeftCore", "WeftWire", "WeftTransport", "WeftClient", "WeftTestKit", "hello", "counter", "wordcount",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -20,10 +20,7 @@ extension Process {
             if !isRunning {
                 return terminationReason == .uncaughtSignal ? 128 + terminationStatus : terminationStatus
             }
-            if let status = Self.zombieStatus(pid) {
-                let signal = status & 0x7f
-                return signal == 0 ? (status >> 8) & 0xff : 128 + signal
-            }
+            if let status = Self.zombieStatus(pid) { return Self.exitCode(waitStatus: status) }
             if Date() >= deadline { return nil }
             usleep(5_000)
         }
@@ -46,6 +43,13 @@ extension Process {
             kill(processIdentifier, SIGKILL)
         }
         return exitStatus(within: 10)
+    }
+
+    /// A wait status (waitpid's) as an exit code: the code the process exited with, or 128 +
+    /// the signal that ended it.
+    public static func exitCode(waitStatus status: Int32) -> Int32 {
+        let signal = status & 0x7f
+        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
     }
 
     /// The wait status of `pid` if it is a zombie (exited, not reaped yet): field 52 of

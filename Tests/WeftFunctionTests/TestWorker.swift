@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import WeftCore
 import WeftTransport
+import WeftTestKit
 import WeftWire
 @testable import WeftFunction
 
@@ -166,22 +167,18 @@ struct ChildFunction {
     /// the close that way.
     func exit(timeoutMs: Int = 5_000) async -> (status: Int32?, seenAt: ContinuousClock.Instant) {
         let pid = self.pid
-        return await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                let deadline = ContinuousClock.now + .milliseconds(timeoutMs)
-                var status: Int32 = 0
-                while ContinuousClock.now < deadline {
-                    if waitpid(pid, &status, WNOHANG) == pid {
-                        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-                        continuation.resume(returning: (code, ContinuousClock.now))
-                        return
-                    }
-                    usleep(2_000)
-                }
-                kill(pid, SIGKILL)
-                waitpid(pid, &status, 0)
-                continuation.resume(returning: (nil, ContinuousClock.now))
+        let seen = try? await onOwnThread { () -> (status: Int32?, seenAt: ContinuousClock.Instant) in
+            let deadline = ContinuousClock.now + .milliseconds(timeoutMs)
+            var status: Int32 = 0
+            while ContinuousClock.now < deadline {
+                if waitpid(pid, &status, WNOHANG) == pid { return (Process.exitCode(waitStatus: status), ContinuousClock.now) }
+                usleep(2_000)
             }
+            kill(pid, SIGKILL)
+            waitpid(pid, &status, 0)
+            return (nil, ContinuousClock.now)
         }
+        // The body does not throw: `seen` is never nil.
+        return seen ?? (nil, ContinuousClock.now)
     }
 }
