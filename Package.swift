@@ -53,11 +53,14 @@ let package = Package(
         // Durable change log and recovery on LMDB.
         .target(name: "WeftStorage", dependencies: ["WeftCore", "CLMDB"], swiftSettings: releaseSettings),
 
-        // Generated protobuf code + framing (length-prefixed frames, request ids, raw payload).
+        // memfd_create, which Swift's Glibc module does not import (shared memory with instances).
+        .systemLibrary(name: "CMemfd"),
+        // Generated protobuf code + framing (length-prefixed frames, request ids, raw payload),
+        // and the shared-memory arena large payloads take between a worker and its instances.
         .target(
             name: "WeftWire",
             dependencies: [
-                "WeftCore",
+                "WeftCore", "CMemfd",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

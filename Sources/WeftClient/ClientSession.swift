@@ -33,7 +33,16 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
     private var watches: [UInt64: WatchStream] = [:]
     private var sweep: RepeatedTask?
     private var failed: WeftError?
-    private var reader = FrameReader(limits: FrameLimits(frameBytesMax: Int(Int32.max)))
+    private var reader: FrameReader
+    /// Memory shared with the server (see `SharedArena`), and the request using each half: the
+    /// put whose value is in the up half until its answer, the get granted the down half until
+    /// its answer is read. A half whose request timed out is never used again on this
+    /// connection (the server may still read or write it).
+    private let arena: SharedArena?
+    private var upHalfUser: UInt64?
+    private var downHalfUser: UInt64?
+    private var upHalfRetired = false
+    private var downHalfRetired = false
     private let open = Atomic<Bool>(true)
     private let outbox = Mutex<[OutboundRequest]>([])
     private let drainScheduled = Atomic<Bool>(false)
@@ -42,8 +51,8 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
     private var onInvalidate: (@Sendable (String) -> Void)?
 
     /// Attaches a session to `link`; on the link's loop, before any input.
-    static func attach(to link: any FrameLink, onInvalidate: (@Sendable (String) -> Void)? = nil) -> ClientSession {
-        let session = ClientSession(link: link)
+    static func attach(to link: any FrameLink, onInvalidate: (@Sendable (String) -> Void)? = nil, arena: SharedArena? = nil) -> ClientSession {
+        let session = ClientSession(link: link, arena: arena)
         session.onInvalidate = onInvalidate
         link.setDelegate(session)
         let loop = link.eventLoop
@@ -54,8 +63,10 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
         return session
     }
 
-    private init(link: any FrameLink) {
+    private init(link: any FrameLink, arena: SharedArena?) {
         self.link = link
+        self.arena = arena
+        self.reader = FrameReader(limits: FrameLimits(frameBytesMax: Int(Int32.max)), arena: arena, peerHalf: .down)
     }
 
     /// False once the link has closed: the pool then opens a new one.
@@ -106,8 +117,25 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
             watches[id] = w
         case .none: break
         }
-        var buffer = link.allocator.buffer(capacity: 96 + out.request.payloadBytes)
-        buffer.writeRequest(id: id, out.request, epoch: out.epoch)
+        guard let arena else {
+            var buffer = link.allocator.buffer(capacity: 96 + out.request.payloadBytes)
+            buffer.writeRequest(id: id, out.request, epoch: out.epoch)
+            link.write(buffer)
+            return
+        }
+        let upFree = upHalfUser == nil && !upHalfRetired
+        let inArena = upFree && arena.carries(out.request.payloadBytes)
+        var buffer = link.allocator.buffer(capacity: 96 + (inArena ? 0 : out.request.payloadBytes))
+        var unary = false
+        if case .unary = out.reply { unary = true }
+        let half = buffer.writeRequest(
+            id: id, out.request, epoch: out.epoch, arena: arena,
+            useUpHalf: upFree && unary, grantDownHalf: downHalfUser == nil && !downHalfRetired && unary)
+        switch half {
+        case .up: upHalfUser = id
+        case .down: downHalfUser = id
+        case nil: break
+        }
         link.write(buffer)
     }
 
@@ -148,6 +176,16 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
         } catch {
             fail(error)
             return
+        }
+        if arena != nil {
+            // The answer frees the half its request used (a put's value was read before it was
+            // answered; a granted get's value was just copied out by the decoding).
+            if frame.arenaPayload != nil && (id != downHalfUser || id == 0) {
+                fail(WeftError(.malformedRequest, "server put answer \(id) in the arena without a grant"))
+                return
+            }
+            if id == upHalfUser { upHalfUser = nil }
+            if id == downHalfUser { downHalfUser = nil }
         }
         if id == 0 {
             switch response {
@@ -194,6 +232,8 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
         let late = pending.filter { $0.value.deadline < now }
         for (id, p) in late {
             pending[id] = nil
+            if id == upHalfUser { upHalfRetired = true }
+            if id == downHalfUser { downHalfRetired = true }
             p.promise.fail(WeftError(.timeout, "no answer from the server in time"))
         }
     }

@@ -18,12 +18,20 @@ public final class WeftClient: Sendable {
         public var connectTimeoutMs: Int64
         /// Events a watch buffers for a slow consumer before it ends with `compacted`.
         public var watchBufferMax: Int
+        /// Memory shared with the server (a function instance's arena, shared with its worker):
+        /// large put values and get answers travel through it instead of the socket. Only for
+        /// a single connection to that server (`connect(transport:)`).
+        public var arena: SharedArena?
 
-        public init(connections: Int = 1, requestTimeoutMs: Int64 = 30_000, connectTimeoutMs: Int64 = 5_000, watchBufferMax: Int = 100_000) {
+        public init(
+            connections: Int = 1, requestTimeoutMs: Int64 = 30_000, connectTimeoutMs: Int64 = 5_000, watchBufferMax: Int = 100_000,
+            arena: SharedArena? = nil
+        ) {
             self.connections = max(1, connections)
             self.requestTimeoutMs = requestTimeoutMs
             self.connectTimeoutMs = connectTimeoutMs
             self.watchBufferMax = watchBufferMax
+            self.arena = arena
         }
     }
 
@@ -215,7 +223,9 @@ public final class WeftClient: Sendable {
         guard !closed.load(ordering: .relaxed) else { throw WeftError(.unavailable, "client is closed") }
         let made = Mutex<ClientSession?>(nil)
         let link = try await transport.connect(host: host, port: port, timeoutMs: options.connectTimeoutMs) { link in
-            made.withLock { $0 = ClientSession.attach(to: link, onInvalidate: self.invalidationHandler.withLock { $0 }) }
+            made.withLock {
+                $0 = ClientSession.attach(to: link, onInvalidate: self.invalidationHandler.withLock { $0 }, arena: self.options.arena)
+            }
         }
         guard let fresh = made.withLock({ $0 }) else {
             link.close()

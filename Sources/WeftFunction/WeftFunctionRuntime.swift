@@ -6,6 +6,7 @@ import NIOPosix
 import WeftClient
 import WeftCore
 import WeftTransport
+import WeftWire
 
 /// The entry point of a function executable:
 ///
@@ -50,19 +51,23 @@ public enum WeftFunctionRuntime {
         /// Handler loops at once (the manifest's concurrency).
         public var concurrency: Int
         public var logLevel: Logger.Level
+        /// Memory the worker shares with the instance (see `SharedArena`), when it passed one.
+        public var arenaFD: Int32?
 
-        public init(fd: Int32 = 3, concurrency: Int = 1, logLevel: Logger.Level = .info) {
+        public init(fd: Int32 = 3, concurrency: Int = 1, logLevel: Logger.Level = .info, arenaFD: Int32? = nil) {
             self.fd = fd
             self.concurrency = concurrency
             self.logLevel = logLevel
+            self.arenaFD = arenaFD
         }
 
         /// `WEFT_FUNCTION_FD` (default 3), `WEFT_FUNCTION_CONCURRENCY` (default 1, at most 1000),
-        /// `WEFT_LOG_LEVEL` (default info).
+        /// `WEFT_LOG_LEVEL` (default info), `WEFT_ARENA_FD` (set by the worker: 4).
         public static func fromEnvironment() -> Configuration {
             func env(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
             var c = Configuration()
             if let fd = env("WEFT_FUNCTION_FD").flatMap(Int32.init), fd >= 0 { c.fd = fd }
+            if let fd = env("WEFT_ARENA_FD").flatMap(Int32.init), fd >= 0 { c.arenaFD = fd }
             if let n = env("WEFT_FUNCTION_CONCURRENCY").flatMap(Int.init) { c.concurrency = min(max(n, 1), 1000) }
             if let level = env("WEFT_LOG_LEVEL").flatMap(Logger.Level.init(rawValue:)) { c.logLevel = level }
             return c
@@ -107,7 +112,16 @@ public enum WeftFunctionRuntime {
     public static func serve(_ handler: some ByteHandler, configuration: Configuration, logger: Logger) async throws(WeftError) {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let transport = ConnectedSocketTransport(fd: configuration.fd, group: group)
-        let client = try await WeftClient.connect(transport: transport)
+        var options = WeftClient.Options()
+        if let fd = configuration.arenaFD {
+            do {
+                options.arena = try SharedArena.open(fd: fd)
+            } catch {
+                // The socket alone still carries everything.
+                logger.warning("no shared arena with the worker: \(error)")
+            }
+        }
+        let client = try await WeftClient.connect(transport: transport, options: options)
         let channel = ClientWorkerChannel(client: client, closed: { await transport.closed() })
         let runtime = FunctionRuntime(handler: handler, channel: channel, state: client, concurrency: configuration.concurrency, logger: logger)
         do {

@@ -7,6 +7,7 @@ import Synchronization
 import WeftCore
 import WeftSandbox
 import WeftTransport
+import WeftWire
 
 /// The instances of one deployed version of one function: warm instances are reused, new ones
 /// start while every instance is busy (up to `instancesMax`), and beyond that invocations wait
@@ -217,6 +218,16 @@ final class FunctionPool: @unchecked Sendable {
             // the invocation at once. The stderr tail and the signal still say what happened.
             env.append("SWIFT_BACKTRACE=enable=no")
         }
+        // Memory shared with the instance for large values; without it the socket carries all.
+        var arena: SharedArena?
+        if worker.options.arenaHalfBytes > 0 {
+            do {
+                arena = try SharedArena.create(halfBytes: worker.options.arenaHalfBytes)
+                env.append("WEFT_ARENA_FD=4")
+            } catch {
+                logger.warning("instance starts without a shared arena: \(error)")
+            }
+        }
         var spec = SandboxSpec(executable: executable, codeDirectory: codeDirectory)
         spec.environment += env
         spec.memoryMB = manifest.memoryMB
@@ -224,7 +235,7 @@ final class FunctionPool: @unchecked Sendable {
         spec.hiddenPaths = worker.hiddenPaths
         let process: SandboxedProcess
         do {
-            process = try await worker.launcher.start(spec, channel: fds[1])
+            process = try await worker.launcher.start(spec, channel: fds[1], arena: arena?.fd)
         } catch {
             close(fds[0])
             close(fds[1])
@@ -235,7 +246,7 @@ final class FunctionPool: @unchecked Sendable {
         do {
             channel = try await InstanceChannel.serveConnectedSocket(
                 fds[0], store: TenantStore(worker.store, tenant: tenant), functions: inst,
-                group: worker.group, logger: logger, limits: worker.serverLimits)
+                group: worker.group, logger: logger, limits: worker.serverLimits, arena: arena)
         } catch {
             close(fds[0])
             process.kill()

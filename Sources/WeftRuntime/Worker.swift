@@ -7,6 +7,7 @@ import Synchronization
 import WeftCore
 import WeftSandbox
 import WeftTransport
+import WeftWire
 
 /// The worker: runs deployed functions in sandboxed instances and keeps their invocation
 /// records. It implements `FunctionService` for the gateway and the CLI; instances reach it
@@ -28,6 +29,10 @@ public final class Worker: FunctionService, @unchecked Sendable {
         public var startupTimeoutMs = 10_000
         /// Host paths hidden from instances (e.g. the node's data directory).
         public var hiddenPaths: [String] = []
+        /// Bytes of each half of the memory shared with every instance (its fd 4): state values
+        /// from 32 KiB up to this size cross between instance and worker through it instead of
+        /// the socket. Pages are taken as values use them. 0: no arena.
+        public var arenaHalfBytes = SharedArena.defaultHalfBytes
         public init(codeDirectory: String) { self.codeDirectory = codeDirectory }
     }
 

@@ -5,8 +5,9 @@ import Glibc
 /// The launcher is started with posix_spawn (safe in a multi-threaded process): stdin is
 /// /dev/null, stdout and stderr are socket pairs drained by a monitor thread (only a bounded tail
 /// is kept), the optional channel (the worker's end of a socketpair) becomes fd 3 of the
-/// function, and the report socket is the launcher's fd 4. When the worker dies, the report
-/// socket closes and the launcher tears the instance down.
+/// function, the optional arena (a shared-memory fd) becomes fd 4 of the function, and the
+/// report socket is the launcher's fd 4. When the worker dies, the report socket closes and the
+/// launcher tears the instance down.
 public struct SandboxLauncher: Sendable {
     public let path: String
 
@@ -41,12 +42,12 @@ public struct SandboxLauncher: Sendable {
 
     /// Starts an instance and returns once the launcher reported the applied protections
     /// (or throws when the sandbox could not be set up). `channel` is passed to the function
-    /// as fd 3; the caller keeps (and closes) its own descriptor. Blocks the calling thread
+    /// as fd 3 and `arena` as fd 4; the caller keeps (and closes) its own descriptors. Blocks the calling thread
     /// until the report: async callers use `start`.
-    public func spawn(_ spec: SandboxSpec, channel: Int32? = nil, startupTimeout: Duration = .seconds(10)) throws
+    public func spawn(_ spec: SandboxSpec, channel: Int32? = nil, arena: Int32? = nil, startupTimeout: Duration = .seconds(10)) throws
         -> SandboxedProcess
     {
-        let state = try launch(spec, channel: channel)
+        let state = try launch(spec, channel: channel, arena: arena)
         guard let line = state.waitForReport(timeout: startupTimeout) else {
             state.terminate(.killed)
             throw SandboxError.setupFailed(Self.startupFailure(state.waitForExit(deadline: nil)!))
@@ -57,10 +58,10 @@ public struct SandboxLauncher: Sendable {
     /// `spawn` for async callers: the wait for the launcher's report suspends the caller
     /// instead of blocking its thread (a cold start must not hold one of the few threads
     /// every task of the worker runs on).
-    public func start(_ spec: SandboxSpec, channel: Int32? = nil, startupTimeout: Duration = .seconds(10)) async throws
+    public func start(_ spec: SandboxSpec, channel: Int32? = nil, arena: Int32? = nil, startupTimeout: Duration = .seconds(10)) async throws
         -> SandboxedProcess
     {
-        let state = try launch(spec, channel: channel)
+        let state = try launch(spec, channel: channel, arena: arena)
         let timer = Task {
             try await Task.sleep(for: startupTimeout)
             if state.firstReport == nil { state.terminate(.killed) }
@@ -80,7 +81,7 @@ public struct SandboxLauncher: Sendable {
     }
 
     /// Spawns the launcher and its monitor thread; the report is still to come.
-    private func launch(_ spec: SandboxSpec, channel: Int32?) throws -> MonitorState {
+    private func launch(_ spec: SandboxSpec, channel: Int32?, arena: Int32?) throws -> MonitorState {
         var out: [Int32] = [-1, -1], err: [Int32] = [-1, -1], rep: [Int32] = [-1, -1]
         var cleanup: [Int32] = []
         defer { for fd in cleanup where fd >= 0 { close(fd) } }
@@ -109,6 +110,7 @@ public struct SandboxLauncher: Sendable {
         cleanup += [out[1], err[1], rep[1]]
         let outW = try high(out[1]), errW = try high(err[1]), repW = try high(rep[1])
         let chan = try channel.map { try high($0) }
+        let shared = try arena.map { try high($0) }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -118,6 +120,7 @@ public struct SandboxLauncher: Sendable {
         posix_spawn_file_actions_adddup2(&actions, errW, 2)
         if let chan { posix_spawn_file_actions_adddup2(&actions, chan, 3) }
         posix_spawn_file_actions_adddup2(&actions, repW, 4)
+        if let shared { posix_spawn_file_actions_adddup2(&actions, shared, 5) }
 
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
@@ -130,7 +133,7 @@ public struct SandboxLauncher: Sendable {
         posix_spawnattr_setpgroup(&attr, 0)   // terminal signals to the worker do not hit instances
         posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
 
-        let args = [path] + spec.launcherArguments(keepFD: channel == nil ? nil : 3, reportFD: 4)
+        let args = [path] + spec.launcherArguments(keepFD: channel == nil ? nil : 3, reportFD: 4, arenaFD: arena == nil ? nil : 5)
         var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
         var envp: [UnsafeMutablePointer<CChar>?] = spec.environment.map { strdup($0) } + [nil]
         defer {

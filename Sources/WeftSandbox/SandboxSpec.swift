@@ -55,7 +55,7 @@ public struct SandboxSpec: Sendable, Equatable {
     }
 
     /// The launcher's command line (without the launcher path itself).
-    public func launcherArguments(keepFD: Int32?, reportFD: Int32?) -> [String] {
+    public func launcherArguments(keepFD: Int32?, reportFD: Int32?, arenaFD: Int32? = nil) -> [String] {
         var a: [String] = [
             "--memory-mb", String(memoryMB),
             "--cpu-percent", String(cpuPercent),
@@ -76,6 +76,7 @@ public struct SandboxSpec: Sendable, Equatable {
         for path in hiddenPaths { a += ["--hide", path] }
         if let keepFD { a += ["--keep-fd", String(keepFD)] }
         if let reportFD { a += ["--report-fd", String(reportFD)] }
+        if let arenaFD { a += ["--arena-fd", String(arenaFD)] }
         a.append("--")
         a.append(executable)
         a += arguments

@@ -24,6 +24,8 @@ final class ServerSession: FrameLinkDelegate {
     private var cacheHolder: SessionCacheHolder?
     private var logger: Logger
     private var reader: FrameReader
+    /// The request whose answer may carry its value in the arena's down half (it granted it).
+    private var arenaGrant: UInt64?
 
     struct ActiveWatch {
         var registration: any WatchRegistration
@@ -46,7 +48,7 @@ final class ServerSession: FrameLinkDelegate {
         self.shared = shared
         self.link = link
         self.logger = shared.logger
-        self.reader = FrameReader(limits: shared.limits.frames)
+        self.reader = FrameReader(limits: shared.limits.frames, arena: shared.arena, peerHalf: .up)
         logger[metadataKey: "peer"] = "\(link.peerDescription)"
         logger[metadataKey: "transport"] = "\(link.transportName)"
     }
@@ -90,6 +92,7 @@ final class ServerSession: FrameLinkDelegate {
         case .frame(let frame):
             switch RequestCodec.decode(frame, limits: shared.store.limits) {
             case .request(let id, let request, let epoch):
+                if frame.grantsArena { arenaGrant = id }
                 serve(id: id, request, epoch: epoch)
             case .invalid(let id, let error):
                 write { $0.writeResponse(id: id, .failure(error)) }
@@ -310,8 +313,12 @@ final class ServerSession: FrameLinkDelegate {
 
     private func complete(id: UInt64, _ result: Result<StateResponse, WeftError>) {
         inFlight -= 1
+        let granted = arenaGrant == id
+        if granted { arenaGrant = nil }
         guard let link, !closing else { return }
         switch result {
+        case .success(.value(let kv)) where granted && shared.arena?.carries(kv.value.count) == true:
+            write(capacity: 96 + kv.key.utf8.count) { $0.writeValueResponse(id: id, kv, arena: shared.arena!) }
         case .success(.value(let kv)):
             write(capacity: 96 + kv.key.utf8.count + kv.value.count) { $0.writeResponse(id: id, result) }
         case .success(.list(let entries, let more, let revision)):

@@ -84,15 +84,19 @@ final class ServerShared: Sendable {
     let functions: (any FunctionRequestHandler)?
     /// Cluster mode: which requests this node serves, replication, the shard map; nil on a single node.
     let cluster: (any ClusterGate)?
+    /// Memory shared with the one client of this server (a function instance and its worker):
+    /// large put values and get answers travel through it instead of the socket.
+    let arena: SharedArena?
     let connections = Atomic<Int>(0)
     private let open = Mutex<[ObjectIdentifier: any FrameLink]>([:])
     private let listeners = Mutex<[ServerInfo.Listener]>([])
 
     init(
         store: any StateStore, limits: ServerLimits, logger: Logger, version: String,
-        functions: (any FunctionRequestHandler)? = nil, cluster: (any ClusterGate)? = nil
+        functions: (any FunctionRequestHandler)? = nil, cluster: (any ClusterGate)? = nil, arena: SharedArena? = nil
     ) {
         self.cluster = cluster
+        self.arena = arena
         self.store = store
         self.limits = limits
         self.logger = logger

@@ -108,17 +108,24 @@ extension ByteBuffer {
         }
     }
 
-    /// `Response{id, value: Entry}` + the value as payload.
-    mutating func writeValueResponseFast(id: UInt64, _ kv: KeyValue) {
+    /// `Response{id, value: Entry}` + the value as payload: in the stream, or in the arena's
+    /// down half when `arena` is given (the request granted it).
+    mutating func writeValueResponseFast(id: UInt64, _ kv: KeyValue, arena: SharedArena? = nil) {
         let entry = ProtoWire.entrySize(kv)
         let header = ProtoWire.varintFieldSize(id) + 1 + ProtoWire.varintSize(UInt64(entry)) + entry
-        writeFrameHeader(headerBytes: header, payloadBytes: kv.value.count) { w in
+        let start = writerIndex
+        writeFrameHeader(headerBytes: header, payloadBytes: arena == nil ? kv.value.count : 0) { w in
             w.varintField(tag: 0x08, id)
             w.byte(0x52)  // field 10 (value), length-delimited
             w.varint(UInt64(entry))
             w.entryFields(kv)
         }
-        writeBytes(kv.value)
+        if let arena {
+            arena.write(kv.value, to: .down)
+            ArenaFrame.markPayloadInArena(&self, frameStart: start, count: kv.value.count)
+        } else {
+            writeBytes(kv.value)
+        }
     }
 
     /// `Response{id, written: Written{version, length}}`.

@@ -102,7 +102,7 @@ enum FastDecode {
                 if op.field == 10 {
                     return .request(id: requestID, .state(.get(key: keyString)), epoch: epoch ?? 0)
                 }
-                let value = try RequestCodec.value(frame.payload, limits)
+                let value = try RequestCodec.value(frame, limits)
                 return .request(id: requestID, .state(.put(key: keyString, value: value, ifVersion: ifVersion, lease: LeaseID(bitPattern: lease ?? 0))), epoch: epoch ?? 0)
             } catch {
                 return .invalid(id: requestID, error)
@@ -136,9 +136,8 @@ enum FastDecode {
             }
             guard let keyString = String(validating: key ?? UnsafeRawBufferPointer(start: nil, count: 0), as: UTF8.self) else { return nil }
             let valueLength = fields[5] ?? 0
-            let payload = frame.payload
-            guard valueLength == UInt64(payload.readableBytes),
-                  let value = payload.getBytes(at: payload.readerIndex, length: Int(valueLength)) else { return nil }
+            guard valueLength == UInt64(frame.payloadCount) else { return nil }
+            let value = frame.payloadArray()
             let kv = KeyValue(
                 key: keyString, value: value, version: fields[2] ?? 0, createRevision: fields[3] ?? 0,
                 lease: LeaseID(bitPattern: fields[4] ?? 0))

@@ -104,7 +104,7 @@ extension FastDecode {
                 }
                 do throws(WeftError) {
                     let keyString = try StateKey.validate(bytes: key ?? UnsafeRawBufferPointer(start: nil, count: 0), limits: limits)
-                    let value = try RequestCodec.value(frame.payload, limits)
+                    let value = try RequestCodec.value(frame, limits)
                     guard UInt64(value.count) == (ef[5] ?? 0) else {
                         return .invalid(id: requestID, WeftError(.malformedRequest, "replicate entry promises \(ef[5] ?? 0) bytes, carries \(value.count)"))
                     }
@@ -129,7 +129,7 @@ extension FastDecode {
 
     /// Reads `Response{id, replicated{revision}}`.
     static func replicatedResponse(_ frame: RawFrame) -> (UInt64, ClientResponse)? {
-        guard frame.payload.readableBytes == 0 else { return nil }
+        guard frame.payloadCount == 0 else { return nil }
         return frame.header.withUnsafeReadableBytes { raw -> (UInt64, ClientResponse)? in
             var r = ProtoReader(raw)
             guard let (id, body) = envelope(&r, resultTags: [322]) else { return nil }  // field 40 (replicated)

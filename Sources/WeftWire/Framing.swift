@@ -3,13 +3,35 @@ import SwiftProtobuf
 import WeftCore
 
 /// One frame as it arrives: the protobuf header and the raw payload (slices of the read buffer,
-/// not copies).
+/// not copies), or where the payload is in a shared arena.
 public struct RawFrame: Sendable {
     public var header: ByteBuffer
+    /// The payload, when it came in the stream (empty when it is in the arena).
     public var payload: ByteBuffer
-    public init(header: ByteBuffer, payload: ByteBuffer) {
+    /// The payload, when the sender put it in its half of the connection's arena.
+    public var arenaPayload: ArenaSlice?
+    /// The sender allows the answer to carry its payload in the answerer's arena half.
+    public var grantsArena: Bool
+
+    public init(header: ByteBuffer, payload: ByteBuffer, arenaPayload: ArenaSlice? = nil, grantsArena: Bool = false) {
         self.header = header
         self.payload = payload
+        self.arenaPayload = arenaPayload
+        self.grantsArena = grantsArena
+    }
+
+    /// Bytes of payload, wherever it is.
+    public var payloadCount: Int { arenaPayload?.count ?? payload.readableBytes }
+
+    /// The whole payload as an array (one copy, from the stream or the arena).
+    public func payloadArray() -> [UInt8] {
+        if let arenaPayload { return arenaPayload.bytes() }
+        return payload.getBytes(at: payload.readerIndex, length: payload.readableBytes) ?? []
+    }
+
+    /// The payload as a buffer (a copy when it is in the arena).
+    public func payloadBuffer() -> ByteBuffer {
+        arenaPayload?.buffer() ?? payload
     }
 }
 
@@ -47,12 +69,21 @@ public struct FrameLimits: Sendable {
 
 /// Splits a byte stream into frames: `u32 frameLength | u32 headerLength | header | payload`.
 /// `FrameReader` drives it for the server's and the client's channel handlers.
+///
+/// On a connection with a shared arena (a worker and its function instance), the top bits of
+/// `headerLength` are `ArenaFrame` flags; a frame whose payload is in the sender's arena half
+/// carries a u32 (the payload's length) in the payload's place. Elsewhere those bits must be 0.
 public struct FrameParser: Sendable {
     private let limits: FrameLimits
     private var skipBytesRemaining = 0
+    /// The arena and the half the peer writes, on a connection that has one.
+    private let arena: SharedArena?
+    private let peerHalf: SharedArena.Half
 
-    public init(limits: FrameLimits) {
+    public init(limits: FrameLimits, arena: SharedArena? = nil, peerHalf: SharedArena.Half = .up) {
         self.limits = limits
+        self.arena = arena
+        self.peerHalf = peerHalf
     }
 
     /// The next frame in `buffer` (consumed from it), or nil when more bytes are needed.
@@ -67,8 +98,12 @@ public struct FrameParser: Sendable {
             let frameLength = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self),
             let headerLength = buffer.getInteger(at: buffer.readerIndex + 4, as: UInt32.self)
         else { return nil }
+        let flags = headerLength & ArenaFrame.flags
+        if flags != 0 && arena == nil {
+            throw FramingError("arena flags on a connection without a shared arena")
+        }
         let frameBytes = Int(frameLength)
-        let headerBytes = Int(headerLength)
+        let headerBytes = Int(headerLength & ~ArenaFrame.flags)
         guard headerBytes + 4 <= frameBytes else {
             throw FramingError("header length \(headerBytes) does not fit frame length \(frameBytes)")
         }
@@ -91,8 +126,18 @@ public struct FrameParser: Sendable {
         }
         buffer.moveReaderIndex(forwardBy: 8)
         let header = buffer.readSlice(length: headerBytes)!
-        let payload = buffer.readSlice(length: frameBytes - 4 - headerBytes)!
-        return .frame(RawFrame(header: header, payload: payload))
+        var payload = buffer.readSlice(length: frameBytes - 4 - headerBytes)!
+        let grants = flags & ArenaFrame.grantsArena != 0
+        guard flags & ArenaFrame.payloadInArena != 0, let arena else {
+            return .frame(RawFrame(header: header, payload: payload, grantsArena: grants))
+        }
+        guard payload.readableBytes == 4, let count = payload.readInteger(as: UInt32.self) else {
+            throw FramingError("a frame with its payload in the arena carries \(payload.readableBytes) bytes instead of its length")
+        }
+        guard Int(count) <= arena.halfBytes else {
+            throw FramingError("arena payload of \(count) bytes exceeds the arena half of \(arena.halfBytes)")
+        }
+        return .frame(RawFrame(header: header, payload: payload, arenaPayload: arena.slice(peerHalf, count: Int(count)), grantsArena: grants))
     }
 }
 
@@ -103,8 +148,9 @@ public struct FrameReader: Sendable {
     /// Bytes read but not yet parsed into whole frames.
     private var unparsed: ByteBuffer?
 
-    public init(limits: FrameLimits) {
-        parser = FrameParser(limits: limits)
+    /// `arena`: the connection's shared arena, if it has one, and the half the peer writes.
+    public init(limits: FrameLimits, arena: SharedArena? = nil, peerHalf: SharedArena.Half = .up) {
+        parser = FrameParser(limits: limits, arena: arena, peerHalf: peerHalf)
     }
 
     /// Adds one read's bytes and hands every whole frame to `body`, in order; `body` returns

@@ -69,7 +69,7 @@ public enum RequestCodec {
             return .undecodable("request header is not a valid protobuf Request: \(error)")
         }
         do {
-            return .request(id: header.id, try decodeOp(header, payload: frame.payload, limits: limits), epoch: header.epoch)
+            return .request(id: header.id, try decodeOp(header, payload: frame.payloadBuffer(), limits: limits), epoch: header.epoch)
         } catch {
             return .invalid(id: header.id, error)
         }
@@ -90,6 +90,15 @@ public enum RequestCodec {
             throw WeftError(.valueTooLarge, "value of \(payload.readableBytes) bytes exceeds the limit of \(limits.valueBytesMax)")
         }
         return payload.getBytes(at: payload.readerIndex, length: payload.readableBytes) ?? []
+    }
+
+    /// A frame's whole payload (from the stream or the arena) as a value, refused above the
+    /// value size limit.
+    static func value(_ frame: RawFrame, _ limits: StoreLimits) throws(WeftError) -> [UInt8] {
+        guard frame.payloadCount <= limits.valueBytesMax else {
+            throw WeftError(.valueTooLarge, "value of \(frame.payloadCount) bytes exceeds the limit of \(limits.valueBytesMax)")
+        }
+        return frame.payloadArray()
     }
 
     private static func decodeOp(_ r: Weft_V1_Request, payload: ByteBuffer, limits: StoreLimits) throws(WeftError) -> ServerRequest {
@@ -174,6 +183,30 @@ extension ByteBuffer {
             break
         }
         writeRequestWithGeneratedCode(id: id, request, epoch: epoch)
+    }
+
+    /// Writes a request frame on a connection with a shared arena (a function instance's, to its
+    /// worker): a put whose value `arena` carries puts it in the up half when `useUpHalf`, and a
+    /// get grants the answer the down half when `grantDownHalf`. Returns which half the frame
+    /// took (`.up`: the value is in the arena; `.down`: the answer may be).
+    public mutating func writeRequest(
+        id: UInt64, _ request: ServerRequest, epoch: UInt64 = 0, arena: SharedArena, useUpHalf: Bool, grantDownHalf: Bool
+    ) -> SharedArena.Half? {
+        let start = writerIndex
+        switch request {
+        case .state(.put(let key, let value, let ifVersion, let lease)) where useUpHalf && arena.carries(value.count):
+            writePutRequestFast(id: id, key: key, value: [], ifVersion: ifVersion, lease: lease, epoch: epoch)
+            arena.write(value, to: .up)
+            ArenaFrame.markPayloadInArena(&self, frameStart: start, count: value.count)
+            return .up
+        case .state(.get) where grantDownHalf:
+            writeRequest(id: id, request, epoch: epoch)
+            ArenaFrame.markGrant(&self, frameStart: start)
+            return .down
+        default:
+            writeRequest(id: id, request, epoch: epoch)
+            return nil
+        }
     }
 
     /// Writes a request frame through the generated protobuf code (every operation).

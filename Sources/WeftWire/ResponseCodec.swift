@@ -70,6 +70,11 @@ extension Weft_V1_Entry {
 }
 
 extension ByteBuffer {
+    /// A value answer with its value in the arena's down half (the request granted it).
+    public mutating func writeValueResponse(id: UInt64, _ kv: KeyValue, arena: SharedArena) {
+        writeValueResponseFast(id: id, kv, arena: arena)
+    }
+
     /// Writes the response to a state request (server side).
     public mutating func writeResponse(id: UInt64, _ result: Result<StateResponse, WeftError>, info: ServerInfo? = nil) {
         switch result {
@@ -270,7 +275,7 @@ public enum ResponseCodec {
         } catch {
             throw WeftError(.malformedRequest, "response header is not a valid protobuf Response: \(error)")
         }
-        var payload = frame.payload
+        var payload = frame.payloadBuffer()
         func take(_ n: UInt64) throws(WeftError) -> [UInt8] {
             guard n <= UInt64(payload.readableBytes), let bytes = payload.readBytes(length: Int(n)) else {
                 throw WeftError(.malformedRequest, "response \(r.id) promises more payload than it carries")

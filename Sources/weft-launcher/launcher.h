@@ -39,6 +39,7 @@ struct options {
     int nhide;
     int keep_fd;         // passed to the function as fd 3 (-1: none)
     int report_fd;       // JSON report lines (-1: none)
+    int arena_fd;        // passed to the function as fd 4: shared memory with the worker (-1: none)
     char **argv;         // the function: argv[0] is the executable
 };
 

@@ -119,7 +119,18 @@ static void __attribute__((noreturn)) function_fail(int errfd, const char *what)
 static void __attribute__((noreturn)) run_function(void *filter, int errfd, int userns, pid_t init_self) {
     setsid();   // own session and process group (killed as a group without a pid namespace)
 
-    // fds: 0-2 as given, the kept fd as 3, the error pipe until execve, nothing else.
+    // fds: 0-2 as given, the kept fd as 3, the arena as 4, the error pipe until execve,
+    // nothing else. The error pipe and an arena at 3 move out of the way first.
+    if (errfd <= 4) {
+        int moved = fcntl(errfd, F_DUPFD_CLOEXEC, 10);
+        if (moved < 0) function_fail(errfd, "move the error pipe");
+        errfd = moved;
+    }
+    int arena = opts.arena_fd;
+    if (arena == 3) {
+        arena = fcntl(3, F_DUPFD_CLOEXEC, 10);
+        if (arena < 0) function_fail(errfd, "move the arena fd");
+    }
     if (opts.keep_fd >= 0) {
         if (opts.keep_fd != 3) {
             if (dup2(opts.keep_fd, 3) < 0) function_fail(errfd, "dup2 kept fd");
@@ -127,8 +138,15 @@ static void __attribute__((noreturn)) run_function(void *filter, int errfd, int 
             function_fail(errfd, "kept fd");
         }
     }
-    int keep[2] = {opts.keep_fd >= 0 ? 3 : -1, errfd};
-    close_fds_except(keep, 2);
+    if (arena >= 0) {
+        if (arena != 4) {
+            if (dup2(arena, 4) < 0) function_fail(errfd, "dup2 arena fd");
+        } else if (fcntl(4, F_SETFD, 0) != 0) {
+            function_fail(errfd, "arena fd");
+        }
+    }
+    int keep[3] = {opts.keep_fd >= 0 ? 3 : -1, arena >= 0 ? 4 : -1, errfd};
+    close_fds_except(keep, 3);
 
     write_file("/proc/self/oom_score_adj", "1000");   // the OOM killer's first choice, not init
     if (chdir(opts.code_dir) != 0) function_fail(errfd, "chdir to the code dir");
@@ -330,14 +348,17 @@ int main(int argc, char **argv) {
         fail_setup("--report-fd %d is not open", opts.report_fd);
     }
     if (opts.keep_fd >= 0 && fcntl(opts.keep_fd, F_GETFD) < 0) fail_setup("--keep-fd %d is not open", opts.keep_fd);
+    if (opts.arena_fd >= 0 && fcntl(opts.arena_fd, F_GETFD) < 0) fail_setup("--arena-fd %d is not open", opts.arena_fd);
     if (report_fd >= 0) fcntl(report_fd, F_SETFD, FD_CLOEXEC);
 
     // 0-2 must exist so that no pipe lands there; everything else inherited is closed.
     for (int fd = 0; fd < 3; fd++)
         if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0) fail_setup("open /dev/null: %s", strerror(errno));
-    int keep[2] = {opts.keep_fd, report_fd};
-    if (keep[0] > keep[1]) { int t = keep[0]; keep[0] = keep[1]; keep[1] = t; }
-    close_fds_except(keep, 2);
+    int keep[3] = {opts.keep_fd, opts.arena_fd, report_fd};
+    for (int i = 0; i < 3; i++)   // sorted ascending for close_fds_except
+        for (int j = i + 1; j < 3; j++)
+            if (keep[j] < keep[i]) { int t = keep[i]; keep[i] = keep[j]; keep[j] = t; }
+    close_fds_except(keep, 3);
 
     signal(SIGPIPE, SIG_IGN);   // a vanished report reader must not kill the supervisor
     sigset_t mask;

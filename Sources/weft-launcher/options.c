@@ -27,6 +27,7 @@ static const char usage_text[] =
     "  --hide DIR         cover DIR with an empty inaccessible tmpfs (repeatable)\n"
     "  --hostname NAME    hostname inside the UTS namespace (default weft-fn)\n"
     "  --keep-fd N        pass fd N to the function as fd 3 (all other fds > 2 are closed)\n"
+    "  --arena-fd N       pass fd N to the function as fd 4 (the worker's shared-memory arena)\n"
     "  --report-fd N      write the JSON report lines to fd N\n"
     "  --cgroup-parent P  cgroup parent, relative to the launcher's own cgroup, or absolute\n"
     "                     from the hierarchy root when it starts with '/' (default weft)\n"
@@ -90,6 +91,7 @@ int parse_options(int argc, char **argv, struct options *o, char *err, size_t er
     o->gid = 65534;
     o->keep_fd = -1;
     o->report_fd = -1;
+    o->arena_fd = -1;
     o->hostname = "weft-fn";
     o->cgroup_parent = "weft";
 
@@ -144,12 +146,14 @@ int parse_options(int argc, char **argv, struct options *o, char *err, size_t er
         if (handled) continue;
 
         long fd;
-        if (strcmp(name, "--keep-fd") == 0 || strcmp(name, "--report-fd") == 0) {
+        if (strcmp(name, "--keep-fd") == 0 || strcmp(name, "--report-fd") == 0 || strcmp(name, "--arena-fd") == 0) {
             if (parse_long(value, 0, INT_MAX, &fd) != 0 || fd <= 2) {
                 snprintf(err, errlen, "%s: invalid fd '%s' (must be > 2)", name, value);
                 return -1;
             }
-            if (name[2] == 'k') o->keep_fd = (int)fd; else o->report_fd = (int)fd;
+            if (name[2] == 'k') o->keep_fd = (int)fd;
+            else if (name[2] == 'a') o->arena_fd = (int)fd;
+            else o->report_fd = (int)fd;
         } else if (strcmp(name, "--code") == 0) {
             o->code_dir = value;
         } else if (strcmp(name, "--hostname") == 0) {
@@ -175,8 +179,9 @@ int parse_options(int argc, char **argv, struct options *o, char *err, size_t er
         snprintf(err, errlen, "missing the function executable (after --)");
         return -1;
     }
-    if (o->keep_fd >= 0 && o->keep_fd == o->report_fd) {
-        snprintf(err, errlen, "--keep-fd and --report-fd must differ");
+    if ((o->keep_fd >= 0 && (o->keep_fd == o->report_fd || o->keep_fd == o->arena_fd))
+        || (o->arena_fd >= 0 && o->arena_fd == o->report_fd)) {
+        snprintf(err, errlen, "--keep-fd, --arena-fd and --report-fd must differ");
         return -1;
     }
     if (o->code_dir == NULL) o->code_dir = "/";

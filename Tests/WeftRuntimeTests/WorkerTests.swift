@@ -57,6 +57,7 @@ struct WorkerTests {
         ("exit", WeftError.Code.functionCrashed),
         ("spin", WeftError.Code.timeout),
         ("hog", WeftError.Code.outOfMemory),
+        ("arena-forge", WeftError.Code.functionCrashed),
     ])
     func hostileFunctionFailsCleanlyAndTheWorkerServesOn(command: String, code: WeftError.Code) async throws {
         let f = try WorkerFixture.start()
@@ -72,6 +73,22 @@ struct WorkerTests {
         let ok = try await f.invoke("hostile", "ok")
         #expect(ok.text == "ok", "\(ok.errorCode.map { "\($0)" } ?? "") \(ok.errorMessage ?? "")")
         #expect(try await f.invoke("hello", "still here").text == "hello, still here")
+        await f.stop()
+    }
+
+    @Test func largeValuesCrossTheSharedArenaIntact() async throws {
+        let f = try WorkerFixture.start()
+        try await f.deploy("hostile-function", as: "h", memoryMB: 256, timeoutMs: 30_000)
+        let r = try await f.invoke("h", "arena-roundtrip")
+        #expect(r.text == "arena, mismatched: [], together: 6/6", "\(r.errorMessage ?? "") \(r.stderrTail)")
+        // What the function wrote is what the store holds (the worker read the arena right).
+        let kv = try await f.store.execute(.get(key: "tenants/t1/arena/2"))
+        if case .value(let v) = kv {
+            #expect(v.value == (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 2) })
+        } else {
+            Issue.record("not a value")
+        }
+        #expect(try await f.invoke("h", "arena-truncate").text == "truncate: EPERM")
         await f.stop()
     }
 

@@ -18,12 +18,13 @@ public final class InstanceChannel: Sendable {
 
     /// Serves one already-connected stream socket (e.g. one end of a `socketpair`). The channel
     /// takes `fd` over and closes it when it ends; if serving cannot start, NIO may already have
-    /// closed it.
+    /// closed it. `arena`: memory shared with the instance (its fd 4), for large values.
     public static func serveConnectedSocket(
         _ fd: Int32, store: any StateStore, functions: any FunctionRequestHandler,
-        group: any EventLoopGroup, logger: Logger, limits: ServerLimits = ServerLimits(), version: String = "instance-channel"
+        group: any EventLoopGroup, logger: Logger, limits: ServerLimits = ServerLimits(), version: String = "instance-channel",
+        arena: SharedArena? = nil
     ) async throws(WeftError) -> InstanceChannel {
-        let shared = ServerShared(store: store, limits: limits, logger: logger, version: version, functions: functions)
+        let shared = ServerShared(store: store, limits: limits, logger: logger, version: version, functions: functions, arena: arena)
         let bootstrap = ClientBootstrap(group: group)
             .channelOption(.recvAllocator, value: TCPClientTransport.receiveAllocator)
             .channelInitializer { channel in

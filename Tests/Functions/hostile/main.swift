@@ -65,6 +65,50 @@ await WeftFunctionRuntime.run { (input: [UInt8], context: FunctionContext) async
         let outsideResult = outside >= 0 ? "allowed" : errnoName(errno)
         let inside = open("/tmp/weft-hostile", O_CREAT | O_WRONLY, 0o644)
         reply = "outside: \(outsideResult), tmp: \(inside >= 0 ? "ok" : errnoName(errno))"
+    case "arena-roundtrip":
+        // Values below, inside and above the arena's range, alone and several at once (all
+        // but one then take the socket: the half is busy): each must read back exactly.
+        let sizes = [100, 40 << 10, 1 << 20, 3 << 20, 17 << 20]
+        var bad: [String] = []
+        for (i, size) in sizes.enumerated() {
+            let value = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) }
+            try await context.state.put("arena/\(i)", value)
+            if try await context.state.get("arena/\(i)").value != value { bad.append("\(size)") }
+        }
+        let together = await withTaskGroup(of: Bool.self) { group -> Int in
+            for j in 0..<6 {
+                group.addTask {
+                    let value = [UInt8](repeating: UInt8(j + 1), count: (1 << 20) + j)
+                    do {
+                        try await context.state.put("arena/together/\(j)", value)
+                        return try await context.state.get("arena/together/\(j)").value == value
+                    } catch {
+                        return false
+                    }
+                }
+            }
+            var ok = 0
+            for await r in group where r { ok += 1 }
+            return ok
+        }
+        let arena = getenv("WEFT_ARENA_FD") != nil ? "arena" : "no arena"
+        reply = "\(arena), mismatched: [\(bad.joined(separator: ","))], together: \(together)/6"
+    case "arena-truncate":
+        // The worker's mapping of the arena must not be shrinkable from here (it would fault).
+        reply = ftruncate(4, 4096) == 0 ? "truncate: allowed" : "truncate: \(errnoName(errno))"
+    case "arena-forge":
+        // A frame claiming a payload in the arena larger than the arena: the worker must drop
+        // this connection (and this instance), not read past its mapping.
+        var frame: [UInt8] = []
+        func u32(_ v: UInt32) { frame += [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
+        let header: [UInt8] = [0x08, 0x7F, 0x52, 0x03, 0x0A, 0x01, 0x6B]  // Request{id 127, get{key "k"}}
+        u32(UInt32(4 + header.count + 4))
+        u32(UInt32(header.count) | 1 << 31)
+        frame += header
+        u32(UInt32.max)
+        _ = frame.withUnsafeBytes { write(3, $0.baseAddress, $0.count) }
+        try await Task.sleep(for: .seconds(5))
+        reply = "still connected"
     default:
         if command.hasPrefix("{") {
             // A trigger's event: keep a log of them, in arrival order.
