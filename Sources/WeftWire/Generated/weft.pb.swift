@@ -18,6 +18,18 @@
 /// Values travel in the payload, not inside protobuf `bytes` fields, so a large value is
 /// copied once into the socket buffer and once out of it, never re-encoded.
 ///
+/// Shared arena (only between a worker and a function instance it started with one: a sealed
+/// memfd the instance gets as fd 4, named by WEFT_ARENA_FD; two equal halves, the first written
+/// by the instance, the second by the worker). On that connection the top two bits of
+/// headerLength are flags; everywhere else they must be 0 (a peer closes the connection):
+///     bit 31  the payload is at the start of the sender's half; in its place the frame
+///             carries a u32 big-endian, the payload's length (at most one half)
+///     bit 30  (requests) the answer may carry its payload in the worker's half
+/// The instance puts a value in its half only while no other request of its own uses it (the
+/// answer frees it), and grants the worker's half to one get at a time (reading the answer
+/// frees it); a request that timed out retires its half. Nobody ever waits for a half: a busy
+/// one means the payload takes the socket. A program may ignore fd 4 and never set the bits.
+///
 /// Requests carry an id chosen by the client; responses carry the id they answer. Many
 /// requests may be in flight on one connection (pipelining) and responses may come back in
 /// any order. A watch answers with a `watch_created` response and then any number of
