@@ -27,7 +27,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        // No default traits: BinaryDelimitedStreams imports Foundation (and with it ICU) into
+        // every module that imports SwiftProtobuf, and so into every function executable,
+        // whose start it slowed by about 5 ms of dynamic linking.
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0", traits: []),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
         // The gateway's HTTP server. No traits: skips swift-configuration and full Foundation.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
