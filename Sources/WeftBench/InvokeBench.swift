@@ -145,11 +145,21 @@ public struct InvokeBench: Sendable {
 
     /// Reads {"p50Us","p99Us"} that the bench function measured inside.
     func inside(_ input: String) async throws -> (Double, Double) {
+        let (p50, p99, _) = try await insideWithDetail(input)
+        return (p50, p99)
+    }
+
+    /// `inside` plus the answer's other numbers (e.g. a handoff's write and read medians).
+    func insideWithDetail(_ input: String) async throws -> (Double, Double, [String: Double]) {
         let out = try await client.invoke("benchfn", Array(input.utf8))
         guard let obj = try JSONSerialization.jsonObject(with: Data(out)) as? [String: Any],
             let p50 = obj["p50Us"] as? Double, let p99 = obj["p99Us"] as? Double
         else { throw BenchError.protocolError("bench function answered \(String(decoding: out, as: UTF8.self))") }
-        return (p50, p99)
+        var detail: [String: Double] = [:]
+        for (k, v) in obj where k != "p50Us" && k != "p99Us" && k != "n" {
+            if let d = v as? Double { detail[k] = d }
+        }
+        return (p50, p99, detail)
     }
 
     public func chained(log: (String) -> Void) async throws -> InvokeResult {
@@ -178,16 +188,22 @@ public struct InvokeBench: Sendable {
     public func handoff(log: (String) -> Void) async throws -> [InvokeResult] {
         let bytes = 1 << 20
         _ = try await inside("handoff:weft:\(bytes):2")
-        let (w50, w99) = try await inside("handoff:weft:\(bytes):\(config.handoffRounds)")
-        var rows = [InvokeResult(scenario: "handoff-1MiB-weft", p50Us: w50, p99Us: w99)]
-        log("1 MiB handoff through Weft state: p50 \(w50) µs")
+        let (w50, w99, wd) = try await insideWithDetail("handoff:weft:\(bytes):\(config.handoffRounds)")
+        var rows = [InvokeResult(scenario: "handoff-1MiB-weft", p50Us: w50, p99Us: w99, extra: Self.sides(wd))]
+        log("1 MiB handoff through Weft state: p50 \(w50) µs (write \(wd["writeP50Us"] ?? 0), read \(wd["readP50Us"] ?? 0))")
         if let redis {
             _ = try await inside("handoff:redis:\(bytes):2:\(redis.host):\(redis.port)")
-            let (r50, r99) = try await inside("handoff:redis:\(bytes):\(config.handoffRounds):\(redis.host):\(redis.port)")
-            rows.append(InvokeResult(scenario: "handoff-1MiB-redis", p50Us: r50, p99Us: r99, extra: [("weftSpeedup", r50 / max(w50, 1))]))
+            let (r50, r99, rd) = try await insideWithDetail("handoff:redis:\(bytes):\(config.handoffRounds):\(redis.host):\(redis.port)")
+            rows.append(InvokeResult(
+                scenario: "handoff-1MiB-redis", p50Us: r50, p99Us: r99, extra: [("weftSpeedup", r50 / max(w50, 1))] + Self.sides(rd)))
             log("1 MiB handoff through Redis: p50 \(r50) µs (Weft is \(String(format: "%.2f", r50 / max(w50, 1)))× faster)")
         }
         return rows
+    }
+
+    /// A handoff's write and read medians, as extra columns.
+    static func sides(_ detail: [String: Double]) -> [(String, Double)] {
+        ["writeP50Us", "readP50Us"].compactMap { k in detail[k].map { (k, $0) } }
     }
 
     /// Capacity with 16 closed-loop callers, then an open-loop offered load of twice that.
