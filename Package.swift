@@ -56,14 +56,14 @@ let package = Package(
         // Durable change log and recovery on LMDB.
         .target(name: "WeftStorage", dependencies: ["WeftCore", "CLMDB"], swiftSettings: releaseSettings),
 
-        // memfd_create, which Swift's Glibc module does not import (shared memory with instances).
-        .systemLibrary(name: "CMemfd"),
+        // memfd_create and sendmsg with fds, which Swift cannot call by itself (shim.h).
+        .systemLibrary(name: "CLinuxShims"),
         // Generated protobuf code + framing (length-prefixed frames, request ids, raw payload),
         // and the shared-memory arena large payloads take between a worker and its instances.
         .target(
             name: "WeftWire",
             dependencies: [
-                "WeftCore", "CMemfd",
+                "WeftCore", "CLinuxShims",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -196,7 +196,7 @@ let package = Package(
         // instance (namespaces, mounts, rlimits, cgroup, no_new_privs, seccomp via libseccomp).
         .executableTarget(name: "weft-launcher", linkerSettings: [.linkedLibrary("seccomp")]),
         // Spawning and supervising sandboxed instances from Swift (no NIO, no Foundation).
-        .target(name: "WeftSandbox", dependencies: ["WeftCore"], swiftSettings: releaseSettings),
+        .target(name: "WeftSandbox", dependencies: ["WeftCore", "CLinuxShims"], swiftSettings: releaseSettings),
         // A misbehaving test program for the sandbox tests.
         .executableTarget(name: "sandbox-probe"),
 

@@ -235,7 +235,8 @@ final class FunctionPool: @unchecked Sendable {
         spec.hiddenPaths = worker.hiddenPaths
         let process: SandboxedProcess
         do {
-            process = try await worker.launcher.start(spec, channel: fds[1], arena: arena?.fd)
+            process = try await worker.launcher.start(
+                spec, channel: fds[1], arena: arena?.fd, stem: spec.network ? nil : worker.takeStem())
         } catch {
             close(fds[0])
             close(fds[1])

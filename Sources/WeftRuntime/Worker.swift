@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import Logging
 import NIOCore
 import Synchronization
@@ -33,6 +34,10 @@ public final class Worker: FunctionService, @unchecked Sendable {
         /// from 32 KiB up to this size cross between instance and worker through it instead of
         /// the socket. Pages are taken as values use them. 0: no arena.
         public var arenaHalfBytes = SharedArena.defaultHalfBytes
+        /// Keep a sandbox set up ahead (a stem: cgroup joined, namespaces made) for the next
+        /// instance start, from the first start on: a cold start then skips most of the sandbox
+        /// setup. Functions with network access start afresh.
+        public var prewarmSandbox = true
         public init(codeDirectory: String) { self.codeDirectory = codeDirectory }
     }
 
@@ -76,6 +81,39 @@ public final class Worker: FunctionService, @unchecked Sendable {
     /// finished on a shut-down group crashed a debug test run).
     private let starts = Mutex<(inFlight: Int, closed: Bool)>((0, false))
 
+    /// The sandbox set up ahead for the next start (see `Options.prewarmSandbox`).
+    private let stem = Mutex<SandboxStem?>(nil)
+    private let stemTemplate = SandboxSpec(executable: "", codeDirectory: "/")
+
+    /// The waiting stem, if one is ready; a new one is prepared for the start after.
+    func takeStem() -> SandboxStem? {
+        guard options.prewarmSandbox else { return nil }
+        let taken = stem.withLock { s in
+            defer { s = nil }
+            return s
+        }
+        Thread.detachNewThread { [weak self] in self?.prepareStem() }
+        return taken?.isAlive == true ? taken : nil
+    }
+
+    private func prepareStem() {
+        guard !starts.withLock({ $0.closed }) else { return }
+        let made: SandboxStem
+        do {
+            made = try launcher.prepareStem(stemTemplate)
+        } catch {
+            logger.debug("no sandbox prepared ahead: \(error)")
+            return
+        }
+        // Kept unless another is already waiting or the worker shut down meanwhile.
+        let spare = stem.withLock { s -> SandboxStem? in
+            guard s == nil, !starts.withLock({ $0.closed }) else { return made }
+            s = made
+            return nil
+        }
+        spare?.discard()
+    }
+
     /// Counts a start in; false once the worker is shut down.
     func beginInstanceStart() -> Bool {
         starts.withLock { s in
@@ -91,6 +129,10 @@ public final class Worker: FunctionService, @unchecked Sendable {
     /// `startWaitMs`; a start is bounded by the launcher's own timeout).
     public func shutdown(startWaitMs: Int = 30_000) async {
         starts.withLock { $0.closed = true }
+        stem.withLock { s in
+            s?.discard()
+            s = nil
+        }
         let deadline = ContinuousClock.now + .milliseconds(startWaitMs)
         while starts.withLock({ $0.inFlight }) > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(5))

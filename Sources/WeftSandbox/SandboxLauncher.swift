@@ -58,10 +58,35 @@ public struct SandboxLauncher: Sendable {
     /// `spawn` for async callers: the wait for the launcher's report suspends the caller
     /// instead of blocking its thread (a cold start must not hold one of the few threads
     /// every task of the worker runs on).
-    public func start(_ spec: SandboxSpec, channel: Int32? = nil, arena: Int32? = nil, startupTimeout: Duration = .seconds(10)) async throws
-        -> SandboxedProcess
-    {
-        let state = try launch(spec, channel: channel, arena: arena)
+    ///
+    /// With a `stem` that fits `spec` (`SandboxSpec.stemFits`), the stem runs the function: its
+    /// cgroup and namespaces are already set up, which takes most of a start's time. A stem
+    /// that does not fit, or has ended, is discarded and the instance started afresh.
+    public func start(
+        _ spec: SandboxSpec, channel: Int32? = nil, arena: Int32? = nil, stem: SandboxStem? = nil, startupTimeout: Duration = .seconds(10)
+    ) async throws -> SandboxedProcess {
+        if let stem {
+            if stem.template.stemFits(spec), let channel {
+                do {
+                    return try await finishStart(stem.activate(spec, fds: [channel] + (arena.map { [$0] } ?? [])), startupTimeout: startupTimeout)
+                } catch {
+                    // A stem that failed (it ended while waiting, or refused the function):
+                    // start afresh below.
+                }
+            } else {
+                stem.discard()
+            }
+        }
+        return try await finishStart(try launch(spec, channel: channel, arena: arena), startupTimeout: startupTimeout)
+    }
+
+    /// Sets up a sandbox for functions like `template` (network, identity, cgroup controllers)
+    /// before any is known: hand it to `start` to run one. Discard stems that go unused.
+    public func prepareStem(_ template: SandboxSpec) throws -> SandboxStem {
+        SandboxStem(state: try launch(template, channel: nil, arena: nil, stem: true), template: template)
+    }
+
+    private func finishStart(_ state: MonitorState, startupTimeout: Duration) async throws -> SandboxedProcess {
         let timer = Task {
             try await Task.sleep(for: startupTimeout)
             if state.firstReport == nil { state.terminate(.killed) }
@@ -81,7 +106,7 @@ public struct SandboxLauncher: Sendable {
     }
 
     /// Spawns the launcher and its monitor thread; the report is still to come.
-    private func launch(_ spec: SandboxSpec, channel: Int32?, arena: Int32?) throws -> MonitorState {
+    private func launch(_ spec: SandboxSpec, channel: Int32?, arena: Int32?, stem: Bool = false) throws -> MonitorState {
         var out: [Int32] = [-1, -1], err: [Int32] = [-1, -1], rep: [Int32] = [-1, -1]
         var cleanup: [Int32] = []
         defer { for fd in cleanup where fd >= 0 { close(fd) } }
@@ -133,9 +158,12 @@ public struct SandboxLauncher: Sendable {
         posix_spawnattr_setpgroup(&attr, 0)   // terminal signals to the worker do not hit instances
         posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
 
-        let args = [path] + spec.launcherArguments(keepFD: channel == nil ? nil : 3, reportFD: 4, arenaFD: arena == nil ? nil : 5)
+        let args = [path] + (stem
+            ? spec.stemArguments(reportFD: 4)
+            : spec.launcherArguments(keepFD: channel == nil ? nil : 3, reportFD: 4, arenaFD: arena == nil ? nil : 5))
         var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-        var envp: [UnsafeMutablePointer<CChar>?] = spec.environment.map { strdup($0) } + [nil]
+        // A stem's function gets its environment with the activation.
+        var envp: [UnsafeMutablePointer<CChar>?] = (stem ? [] : spec.environment).map { strdup($0) } + [nil]
         defer {
             for p in argv { free(p) }
             for p in envp { free(p) }
@@ -187,3 +215,38 @@ public struct SandboxLauncher: Sendable {
 }
 
 func errnoText() -> String { String(cString: strerror(errno)) }
+
+/// A sandbox set up ahead of its function (see `SandboxLauncher.prepareStem`): a waiting
+/// `weft-launcher --stem` whose instance cgroup and namespaces exist, its init inside them.
+public final class SandboxStem: Sendable {
+    let state: MonitorState
+    /// What it was set up for.
+    public let template: SandboxSpec
+
+    init(state: MonitorState, template: SandboxSpec) {
+        self.state = state
+        self.template = template
+    }
+
+    /// False once it has ended (it was discarded, or failed while waiting).
+    public var isAlive: Bool { !state.isFinished }
+
+    /// Ends it (and removes its cgroup).
+    public func discard() {
+        state.terminate(.killed)
+    }
+
+    /// Sends the launcher `spec`'s function, environment and `fds` (channel, arena).
+    func activate(_ spec: SandboxSpec, fds: [Int32]) throws -> MonitorState {
+        var payload: [UInt8] = []
+        for a in ["weft-launcher"] + spec.launcherArguments(keepFD: nil, reportFD: nil) { payload += Array(a.utf8) + [0] }
+        payload.append(0)
+        for e in spec.environment { payload += Array(e.utf8) + [0] }
+        var count = UInt32(payload.count).littleEndian
+        let message = withUnsafeBytes(of: &count) { Array($0) } + payload
+        guard state.activate(message, passing: fds) else {
+            throw SandboxError.setupFailed("the stem ended before its function arrived")
+        }
+        return state
+    }
+}

@@ -54,6 +54,23 @@ public struct SandboxSpec: Sendable, Equatable {
         self.environment = environment
     }
 
+    /// A stem's command line: everything fixed before the function is known, `--stem` and the
+    /// report fd (the rest comes with the activation: `launcherArguments(keepFD: nil, reportFD: nil)`).
+    public func stemArguments(reportFD: Int32) -> [String] {
+        var a = launcherArguments(keepFD: nil, reportFD: reportFD)
+        if let dash = a.firstIndex(of: "--") { a.removeSubrange(dash...) }
+        return ["--stem"] + a
+    }
+
+    /// Whether a stem set up for `self` can run `other` (the same network, identity and cgroup
+    /// controllers: the launcher checks it too).
+    public func stemFits(_ other: SandboxSpec) -> Bool {
+        network == other.network && uid == other.uid && gid == other.gid && userNamespace == other.userNamespace
+            && cgroup == other.cgroup && cgroupParent == other.cgroupParent
+            && (memoryMB > 0) == (other.memoryMB > 0) && (cpuPercent > 0) == (other.cpuPercent > 0)
+            && (maxProcesses > 0) == (other.maxProcesses > 0)
+    }
+
     /// The launcher's command line (without the launcher path itself).
     public func launcherArguments(keepFD: Int32?, reportFD: Int32?, arenaFD: Int32? = nil) -> [String] {
         var a: [String] = [

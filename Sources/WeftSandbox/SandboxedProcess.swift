@@ -1,3 +1,4 @@
+import CLinuxShims
 import Glibc
 
 /// A running sandboxed instance (its launcher process).
@@ -96,7 +97,7 @@ final class MonitorState: @unchecked Sendable {
     private var waiters: [CheckedContinuation<Void, Never>] = []
     private var reportWaiters: [CheckedContinuation<Void, Never>] = []
     private var result: SandboxResult?
-    private let started = MonitorState.now()
+    private var started = MonitorState.now()
 
     init(pid: pid_t, stdout: Int32, stderr: Int32, report: Int32, tailLimit: Int) {
         self.pid = pid
@@ -142,6 +143,25 @@ final class MonitorState: @unchecked Sendable {
             return true
         }
         if send { Glibc.kill(pid, SIGTERM) }
+    }
+
+    /// Hands a waiting stem its function (see `SandboxStem`); false if the stem is gone.
+    func activate(_ message: [UInt8], passing passed: [Int32]) -> Bool {
+        guard !isFinished else { return false }
+        locked { started = MonitorState.now() }
+        var sent = 0
+        while sent < message.count {
+            let n = message.withUnsafeBytes { m in
+                passed.withUnsafeBufferPointer { f in
+                    // The fds ride with the first byte only; fds[2] is this end of the report socket.
+                    weft_send_with_fds(fds[2], m.baseAddress! + sent, m.count - sent, f.baseAddress, sent == 0 ? Int32(f.count) : 0)
+                }
+            }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return false }
+            sent += n
+        }
+        return true
     }
 
     /// The first report line, or nil if the launcher ended (or the timeout passed) without one.

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CMemfd
+import CLinuxShims
 import NIOCore
 import WeftCore
 

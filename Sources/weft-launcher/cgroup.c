@@ -207,6 +207,8 @@ static int create_v2(const struct options *o, char *summary, size_t len) {
     return 1;
 }
 
+static char cpu_dir[PATH_MAX];
+
 static int create_v1(const struct options *o, char *summary, size_t len) {
     static const char *ctrls[] = {"memory", "pids", "cpu"};
     char applied[64] = "", failures[512] = "";
@@ -242,6 +244,7 @@ static int create_v1(const struct options *o, char *summary, size_t len) {
             snprintf(v, sizeof v, "%ld", o->pids);
             set_value(dir, "pids.max", v, 1);
         } else {
+            strcpy(cpu_dir, dir);
             set_value(dir, "cpu.cfs_period_us", "100000", 1);
             snprintf(v, sizeof v, "%ld", o->cpu_percent * 1000);
             set_value(dir, "cpu.cfs_quota_us", v, 1);
@@ -392,4 +395,43 @@ void cgroup_json_paths(char *out, size_t len) {
         o += (size_t)snprintf(out + o, len - o, "%s%s", i ? "," : "", q);
     }
     if (o < len) snprintf(out + o, len - o, "]");
+}
+
+// A stem's cgroup was made with the stem's limits; these are its function's (same controllers).
+void cgroup_update_limits(const struct options *o) {
+    char v[64];
+    if (version == 2) {
+        if (memory_dir[0] && o->memory_mb > 0) {
+            snprintf(v, sizeof v, "%ld", o->memory_mb * 1024 * 1024);
+            set_value(memory_dir, "memory.max", v, 1);
+        }
+        if (pids_dir[0] && o->pids > 0) {
+            snprintf(v, sizeof v, "%ld", o->pids);
+            set_value(pids_dir, "pids.max", v, 1);
+        }
+        if (o->cpu_percent > 0) {
+            snprintf(v, sizeof v, "%ld 100000", o->cpu_percent * 1000);
+            set_value(dirs[0], "cpu.max", v, 0);
+        }
+        return;
+    }
+    if (version != 1) return;
+    if (memory_dir[0] && o->memory_mb > 0) {
+        snprintf(v, sizeof v, "%ld", o->memory_mb * 1024 * 1024);
+        // memsw must stay >= the memory limit: lowering sets memory first, raising memsw first;
+        // writing memory, memsw, memory covers both (a refused first write is retried).
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/memory.limit_in_bytes", memory_dir);
+        write_file(path, v);
+        set_value(memory_dir, "memory.memsw.limit_in_bytes", v, 0);
+        set_value(memory_dir, "memory.limit_in_bytes", v, 1);
+    }
+    if (pids_dir[0] && o->pids > 0) {
+        snprintf(v, sizeof v, "%ld", o->pids);
+        set_value(pids_dir, "pids.max", v, 1);
+    }
+    if (cpu_dir[0] && o->cpu_percent > 0) {
+        snprintf(v, sizeof v, "%ld", o->cpu_percent * 1000);
+        set_value(cpu_dir, "cpu.cfs_quota_us", v, 1);
+    }
 }

@@ -40,11 +40,29 @@ struct options {
     int keep_fd;         // passed to the function as fd 3 (-1: none)
     int report_fd;       // JSON report lines (-1: none)
     int arena_fd;        // passed to the function as fd 4: shared memory with the worker (-1: none)
+    int stem;            // set up ahead, then wait on the report fd for the function (see stem.c)
     char **argv;         // the function: argv[0] is the executable
 };
 
 int parse_options(int argc, char **argv, struct options *o, char *err, size_t errlen);
 void print_usage(int fd);
+
+// ---- stems: sandboxes set up before their function is known (stem.c) ----
+// The activation message, on the report socket (worker → launcher) and the go socket
+// (launcher → init): a u32 byte count, then NUL-terminated strings: the launcher options and
+// "--" and the function's argv, an empty string, the environment. SCM_RIGHTS carries the
+// channel fd (fd 3 of the function) and optionally the arena fd (fd 4).
+struct activation {
+    char *argv[256];
+    int argc;
+    char *env[256];
+    int envc;
+    int fds[2];
+    int nfds;
+};
+int receive_activation(int fd, struct activation *a, char *err, size_t errlen);
+int forward_activation(int fd, const struct activation *a);
+int apply_activation(struct options *o, const struct activation *a, char *err, size_t errlen);
 
 // ---- small utilities (util.c) ----
 void warnf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));   // collects a report warning
@@ -83,6 +101,7 @@ long cgroup_pids_limit_hits(void);
 int cgroup_has_pids(void);           // a pids.max applies to the instance    // times a fork was refused by pids.max, -1 unknown
 int cgroup_memory_limit_hit(void);    // 1 if the limit was reached (v1 failcnt / v2 max events)
 void cgroup_destroy(void);
+void cgroup_update_limits(const struct options *o);   // a stem's limits, once its function is known
 void cgroup_json_paths(char *out, size_t len);
 
 // ---- rlimits (limits.c) ----

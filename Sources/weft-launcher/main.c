@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -220,6 +221,16 @@ static void __attribute__((noreturn)) run_init(int flags, int go_fd, int info_fd
     m.kind = 1;
     char err[512] = "";
 
+    if (opts.stem) {
+        // A stem's function: the launcher forwards what the worker sent it.
+        static struct activation a;
+        if (receive_activation(go_fd, &a, err, sizeof err) != 0 || apply_activation(&opts, &a, err, sizeof err) != 0) {
+            snprintf(m.text, sizeof m.text, "%s", err);
+            send_message(info_fd, &m, warn_base);
+            _exit(1);
+        }
+    }
+
     if (flags & CLONE_NEWNS) {
         if (setup_mounts(&opts, (flags & CLONE_NEWPID) != 0, m.mounts, sizeof m.mounts, err, sizeof err) != 0) {
             snprintf(m.text, sizeof m.text, "mounts: %s", err);
@@ -377,8 +388,10 @@ int main(int argc, char **argv) {
     int have_cgroup = cgroup_create(&opts, cgroup_summary, sizeof cgroup_summary);
     cgroup_json_paths(cgroup_paths, sizeof cgroup_paths);
 
+    // go: a socket pair, which can carry a stem's activation (and its fds) on to init.
     int go[2], info[2];
-    if (pipe2(go, O_CLOEXEC) != 0 || pipe2(info, O_CLOEXEC) != 0) fail_setup("pipe: %s", strerror(errno));
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) != 0 || pipe2(info, O_CLOEXEC) != 0)
+        fail_setup("pipe: %s", strerror(errno));
     for (int i = 0; i < 2; i++) {
         go[i] = high_fd(go[i]);
         info[i] = high_fd(info[i]);
@@ -414,7 +427,28 @@ int main(int argc, char **argv) {
         warnf("RLIMIT_NPROC without a user namespace counts every process of uid %ld on the host",
               geteuid() == 0 ? opts.uid : (long)geteuid());
     if (have_cgroup && cgroup_attach(pid, err, sizeof err) != 0) fail_setup("cgroup: %s", err);
+    static struct activation activation;
+    if (opts.stem) {
+        // Ready: wait for the function (or a stop, or the worker's end).
+        for (;;) {
+            struct pollfd p[2] = {{report_fd, POLLIN, 0}, {sigfd, POLLIN, 0}};
+            if (poll(p, 2, -1) < 0) {
+                if (errno == EINTR) continue;
+                fail_setup("poll: %s", strerror(errno));
+            }
+            if (p[1].revents & POLLIN) fail_setup("stem stopped before its function arrived");
+            if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) break;
+        }
+        if (receive_activation(report_fd, &activation, err, sizeof err) != 0) fail_setup("%s", err);
+        if (apply_activation(&opts, &activation, err, sizeof err) != 0) fail_setup("%s", err);
+        if (have_cgroup) cgroup_update_limits(&opts);
+        clock_gettime(CLOCK_MONOTONIC, &started);   // setupMs and durationMs count from here
+    }
     if (write_all(go[1], "g", 1) != 0) fail_setup("start init: %s", strerror(errno));
+    if (activation.argc > 0) {
+        if (forward_activation(go[1], &activation) != 0) fail_setup("start init: %s", strerror(errno));
+        for (int i = 0; i < activation.nfds; i++) close(activation.fds[i]);
+    }
     // go[1] stays open: its closing tells init that the launcher is gone.
 
     struct init_message msg, fin;

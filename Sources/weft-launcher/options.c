@@ -28,6 +28,10 @@ static const char usage_text[] =
     "  --hostname NAME    hostname inside the UTS namespace (default weft-fn)\n"
     "  --keep-fd N        pass fd N to the function as fd 3 (all other fds > 2 are closed)\n"
     "  --arena-fd N       pass fd N to the function as fd 4 (the worker's shared-memory arena)\n"
+    "  --stem             set up the sandbox (cgroup, namespaces) now and wait on the report fd\n"
+    "                     for the function: the other options, -- and its argv, an empty string\n"
+    "                     and its environment (NUL-separated, after a u32 byte count), with the\n"
+    "                     channel and arena fds attached (SCM_RIGHTS)\n"
     "  --report-fd N      write the JSON report lines to fd N\n"
     "  --cgroup-parent P  cgroup parent, relative to the launcher's own cgroup, or absolute\n"
     "                     from the hierarchy root when it starts with '/' (default weft)\n"
@@ -122,6 +126,7 @@ int parse_options(int argc, char **argv, struct options *o, char *err, size_t er
         if (strcmp(name, "--network") == 0) { o->network = 1; continue; }
         if (strcmp(name, "--no-userns") == 0) { o->no_userns = 1; continue; }
         if (strcmp(name, "--no-cgroup") == 0) { o->no_cgroup = 1; continue; }
+        if (strcmp(name, "--stem") == 0) { o->stem = 1; continue; }
 
         if (value == NULL) {
             if (i + 1 >= argc) {
@@ -175,8 +180,12 @@ int parse_options(int argc, char **argv, struct options *o, char *err, size_t er
             return -1;
         }
     }
-    if (i >= argc) {
+    if (i >= argc && !o->stem) {
         snprintf(err, errlen, "missing the function executable (after --)");
+        return -1;
+    }
+    if (o->stem && (i < argc || o->keep_fd >= 0 || o->arena_fd >= 0 || o->report_fd < 0)) {
+        snprintf(err, errlen, "--stem takes --report-fd and no executable or other fds: they come with the activation");
         return -1;
     }
     if ((o->keep_fd >= 0 && (o->keep_fd == o->report_fd || o->keep_fd == o->arena_fd))

@@ -149,6 +149,59 @@ struct SandboxTests {
         #expect(noChannel.stdout == "fds: 0 1 2\n")
     }
 
+    @Test("a stem set up ahead runs its function with the function's fds, environment and limits")
+    func stemRunsTheFunction() async throws {
+        let stem = try Fixture.launcher.prepareStem(SandboxSpec(executable: "", codeDirectory: "/"))
+        #expect(stem.isAlive)
+        var pair: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0)
+        defer { close(pair[0]) }
+        let p = try await Fixture.launcher.start(Fixture.spec("fds") { $0.memoryMB = 64 }, channel: pair[1], stem: stem)
+        close(pair[1])
+        #expect(p.pid == stem.state.pid, "the stem ran it, not a fresh launcher")
+        // The function's limits, not the stem's (128 MB): RLIMIT_AS is 2 × 64 + 256 MiB.
+        #expect(p.report.raw.contains("\"asBytes\":\(384 << 20)"), "\(p.report.raw)")
+        let result = try await Fixture.wait(p, timeout: .seconds(5))
+        #expect(result.stdout == "fds: 0 1 2 3\n")
+        for path in p.report.cgroupPaths {
+            #expect(access(path, F_OK) != 0, "cgroup \(path) was not removed")
+        }
+
+        // The memory limit is the function's too: 64 MB, where the stem was set up with 128.
+        let hogStem = try Fixture.launcher.prepareStem(SandboxSpec(executable: "", codeDirectory: "/"))
+        let channel = dup(1)
+        defer { close(channel) }
+        let hog = try await Fixture.launcher.start(Fixture.spec("hog", "512") { $0.memoryMB = 64 }, channel: channel, stem: hogStem)
+        #expect(hog.pid == hogStem.state.pid)
+        if hog.report.hasCgroup {
+            #expect((try await Fixture.wait(hog, timeout: .seconds(20))).termination == .oomKilled)
+        } else {
+            _ = try await Fixture.wait(hog, timeout: .seconds(20))
+        }
+    }
+
+    @Test("a stem that does not fit, or has ended, gives way to a fresh start")
+    func stemFallback() async throws {
+        var template = SandboxSpec(executable: "", codeDirectory: "/")
+        template.network = true
+        let networked = try Fixture.launcher.prepareStem(template)
+        let channel = dup(1)
+        defer { close(channel) }
+        let p = try await Fixture.launcher.start(Fixture.spec("ok"), channel: channel, stem: networked)
+        #expect(p.pid != networked.state.pid)
+        #expect((try await Fixture.wait(p, timeout: .seconds(5))).termination == .exited(0))
+        // The unfit stem was discarded: it ends (and removes its cgroup) by itself.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while networked.isAlive && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!networked.isAlive)
+
+        let ended = try Fixture.launcher.prepareStem(SandboxSpec(executable: "", codeDirectory: "/"))
+        ended.discard()
+        let q = try await Fixture.launcher.start(Fixture.spec("ok"), channel: channel, stem: ended)
+        #expect(q.pid != ended.state.pid)
+        #expect((try await Fixture.wait(q, timeout: .seconds(5))).termination == .exited(0))
+    }
+
     @Test("exiting mid-protocol closes the channel and reports a crash")
     func exitMidProtocol() async throws {
         var pair: [Int32] = [-1, -1]
