@@ -35,7 +35,8 @@ public struct ProcessTreeSample: Sendable {
     /// Live processes in the tree, the root included.
     public var processes = 0
     /// Pids (with their start times, so a reused pid is a different process) of the root's
-    /// direct children named `childName`.
+    /// direct children named `childName` that run a function: their init has a child (a stem,
+    /// a launcher waiting for its function, does not count until it gets one).
     public var children: Set<ProcessIdentity> = []
 
     public struct ProcessIdentity: Hashable, Sendable {
@@ -119,7 +120,9 @@ public struct ProcessTreeSample: Sendable {
                 if pid == root { sample.rootRSSBytes = r }
                 if let p = pss(pid), let sum = sample.pssBytes { sample.pssBytes = sum + p } else { sample.pssBytes = nil }
             }
-            if s.ppid == root && s.comm == childName { sample.children.insert(ProcessIdentity(pid: pid, startTicks: s.startTicks)) }
+            if s.ppid == root && s.comm == childName, (childrenOf[pid] ?? []).contains(where: { childrenOf[$0] != nil }) {
+                sample.children.insert(ProcessIdentity(pid: pid, startTicks: s.startTicks))
+            }
             stack += childrenOf[pid] ?? []
         }
         if !memory { sample.pssBytes = nil }

@@ -93,7 +93,9 @@ struct BadInputTests {
     @Test func undecodableHeaderGetsAnErrorThenClose() async throws {
         let server = try await InProcessServer.start()
         // frame length 8: header length 4 of garbage protobuf.
-        let reply = try await Self.send([0, 0, 0, 8, 0, 0, 0, 4, 0xFF, 0xFF, 0xFF, 0xFF], port: server.port)
+        // The server answers, then closes: wait for the close (a loaded machine can take longer
+        // than the default 200 ms idle wait to answer; CI once got nothing in it).
+        let reply = try await Self.send([0, 0, 0, 8, 0, 0, 0, 4, 0xFF, 0xFF, 0xFF, 0xFF], port: server.port, waitMs: 10_000)
         let decoded = try Self.decodeFirst(reply)
         guard case .state(.failure(let e))? = decoded?.1 else {
             Issue.record("expected an error frame, got \(reply.count) bytes")

@@ -50,11 +50,24 @@ public final class LocalCluster: @unchecked Sendable {
 
     /// Starts etcd and the nodes, and waits until every node has printed its ready line
     /// (etcd's start-up, which blocks, on a thread of its own, not on the caller's).
+    ///
+    /// Node ports are drawn at random and were free when drawn; a cluster of another test
+    /// drawing the same one before this node bound it makes the node fail with "Address already
+    /// in use" (CI saw it once). Such a cluster is stopped and started again on new ports.
     public static func start(weftBinary: String, options: Options = Options(), etcdBinary: String = "/usr/bin/etcd") async throws -> LocalCluster {
-        let cluster = try await onOwnThread { try LocalCluster(weftBinary: weftBinary, options: options, etcdBinary: etcdBinary) }
-        // On a throw, the cluster's deinit stops what was started.
-        for i in 0..<options.nodes { try await cluster.waitReady(i, seconds: 30) }
-        return cluster
+        var attempt = 1
+        while true {
+            let cluster = try await onOwnThread { try LocalCluster(weftBinary: weftBinary, options: options, etcdBinary: etcdBinary) }
+            do {
+                // On a throw, the cluster's deinit stops what was started.
+                for i in 0..<options.nodes { try await cluster.waitReady(i, seconds: 30) }
+                return cluster
+            } catch let error as LocalClusterError where attempt < 3 && error.description.contains("Address already in use") {
+                FileHandle.standardError.write(Data("LocalCluster: \(error.description.prefix(200)); starting again on other ports\n".utf8))
+                cluster.stop()
+                attempt += 1
+            }
+        }
     }
 
     private init(weftBinary: String, options: Options = Options(), etcdBinary: String = "/usr/bin/etcd") throws {
