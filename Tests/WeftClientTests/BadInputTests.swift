@@ -10,13 +10,26 @@ import WeftWire
 /// Raw sockets that send garbage: the server must drop or answer them and keep serving others.
 @Suite("bad input")
 struct BadInputTests {
-    /// Sends bytes on a fresh connection and reads whatever comes back until the server closes
-    /// it or `waitMs` passes; the blocking socket calls run on a thread of their own.
-    static func send(_ bytes: [UInt8], port: Int, waitMs: Int = 200) async throws -> [UInt8] {
-        try await onOwnThread { try sendBlocking(bytes, port: port, waitMs: waitMs) }
+    /// Sends bytes on a fresh connection and reads what comes back until the server closes it,
+    /// `frames` whole frames are in, or nothing arrives for `waitMs`; the blocking socket calls
+    /// run on a thread of their own. Tests that expect answers name how many (`frames`) and wait
+    /// long: a busy machine (the start of a CI run) can take more than 200 ms to answer.
+    static func send(_ bytes: [UInt8], port: Int, waitMs: Int = 200, frames: Int? = nil) async throws -> [UInt8] {
+        try await onOwnThread { try sendBlocking(bytes, port: port, waitMs: frames == nil ? waitMs : max(waitMs, 10_000), frames: frames) }
     }
 
-    static func sendBlocking(_ bytes: [UInt8], port: Int, waitMs: Int) throws -> [UInt8] {
+    /// Whole frames at the start of `bytes`.
+    static func frameCount(_ bytes: [UInt8]) -> Int {
+        var b = ByteBuffer(bytes: bytes)
+        var n = 0
+        while let len = b.getInteger(at: b.readerIndex, as: UInt32.self), b.readableBytes >= 4 + Int(len) {
+            b.moveReaderIndex(forwardBy: 4 + Int(len))
+            n += 1
+        }
+        return n
+    }
+
+    static func sendBlocking(_ bytes: [UInt8], port: Int, waitMs: Int, frames: Int? = nil) throws -> [UInt8] {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw WeftError(.unavailable, "socket failed") }
         defer { close(fd) }
@@ -28,7 +41,7 @@ struct BadInputTests {
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard rc == 0 else { throw WeftError(.unavailable, "connect failed") }
-        var tv = timeval(tv_sec: 0, tv_usec: Int(waitMs) * 1000)
+        var tv = timeval(tv_sec: waitMs / 1000, tv_usec: (waitMs % 1000) * 1000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         var out: [UInt8] = []
@@ -37,6 +50,7 @@ struct BadInputTests {
             let n = recv(fd, &buf, buf.count, 0)
             if n <= 0 { break }
             out += buf[0..<n]
+            if let frames, frameCount(out) >= frames { break }
         }
         return out
     }
@@ -93,9 +107,7 @@ struct BadInputTests {
     @Test func undecodableHeaderGetsAnErrorThenClose() async throws {
         let server = try await InProcessServer.start()
         // frame length 8: header length 4 of garbage protobuf.
-        // The server answers, then closes: wait for the close (a loaded machine can take longer
-        // than the default 200 ms idle wait to answer; CI once got nothing in it).
-        let reply = try await Self.send([0, 0, 0, 8, 0, 0, 0, 4, 0xFF, 0xFF, 0xFF, 0xFF], port: server.port, waitMs: 10_000)
+        let reply = try await Self.send([0, 0, 0, 8, 0, 0, 0, 4, 0xFF, 0xFF, 0xFF, 0xFF], port: server.port, frames: 1)
         let decoded = try Self.decodeFirst(reply)
         guard case .state(.failure(let e))? = decoded?.1 else {
             Issue.record("expected an error frame, got \(reply.count) bytes")
@@ -116,7 +128,7 @@ struct BadInputTests {
         var b = ByteBuffer()
         b.writeWeftFrame(header: r)
         let bytes = b.readBytes(length: b.readableBytes)! + Self.frame(id: 43, .state(.status))
-        let reply = try await Self.send(bytes, port: server.port)
+        let reply = try await Self.send(bytes, port: server.port, frames: 2)
         let first = try Self.decodeFirst(reply)
         #expect(first?.0 == 42)
         if case .state(.failure(let e))? = first?.1 { #expect(e.code == .invalidKey) } else { Issue.record("expected invalidKey") }
@@ -130,7 +142,7 @@ struct BadInputTests {
         let server = try await InProcessServer.start(limits: limits)
         let big = Self.frame(id: 5, .state(.put(key: "big", value: [UInt8](repeating: 9, count: (1 << 20) + 5000))))
         let after = Self.frame(id: 6, .state(.put(key: "small", value: [1, 2, 3])))
-        let reply = try await Self.send(big + after, port: server.port, waitMs: 500)
+        let reply = try await Self.send(big + after, port: server.port, frames: 2)
         let first = try Self.decodeFirst(reply)
         #expect(first?.0 == 5)
         if case .state(.failure(let e))? = first?.1 { #expect(e.code == .valueTooLarge) } else { Issue.record("expected valueTooLarge") }
