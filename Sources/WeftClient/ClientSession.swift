@@ -123,14 +123,13 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
             link.write(buffer)
             return
         }
-        let upFree = upHalfUser == nil && !upHalfRetired
-        let inArena = upFree && arena.carries(out.request.payloadBytes)
-        var buffer = link.allocator.buffer(capacity: 96 + (inArena ? 0 : out.request.payloadBytes))
         var unary = false
         if case .unary = out.reply { unary = true }
+        let useUp = unary && upHalfUser == nil && !upHalfRetired
+        var buffer = link.allocator.buffer(capacity: 96 + (useUp && arena.carries(out.request.payloadBytes) ? 0 : out.request.payloadBytes))
         let half = buffer.writeRequest(
             id: id, out.request, epoch: out.epoch, arena: arena,
-            useUpHalf: upFree && unary, grantDownHalf: downHalfUser == nil && !downHalfRetired && unary)
+            useUpHalf: useUp, grantDownHalf: unary && downHalfUser == nil && !downHalfRetired)
         switch half {
         case .up: upHalfUser = id
         case .down: downHalfUser = id

@@ -117,6 +117,15 @@ static void __attribute__((noreturn)) function_fail(int errfd, const char *what)
     _exit(127);
 }
 
+// Makes `fd` the function's fd `target`, open across execve.
+static void place_fd(int fd, int target, int errfd, const char *what) {
+    if (fd != target) {
+        if (dup2(fd, target) < 0) function_fail(errfd, what);
+    } else if (fcntl(target, F_SETFD, 0) != 0) {
+        function_fail(errfd, what);
+    }
+}
+
 static void __attribute__((noreturn)) run_function(void *filter, int errfd, int userns, pid_t init_self) {
     setsid();   // own session and process group (killed as a group without a pid namespace)
 
@@ -132,20 +141,8 @@ static void __attribute__((noreturn)) run_function(void *filter, int errfd, int 
         arena = fcntl(3, F_DUPFD_CLOEXEC, 10);
         if (arena < 0) function_fail(errfd, "move the arena fd");
     }
-    if (opts.keep_fd >= 0) {
-        if (opts.keep_fd != 3) {
-            if (dup2(opts.keep_fd, 3) < 0) function_fail(errfd, "dup2 kept fd");
-        } else if (fcntl(3, F_SETFD, 0) != 0) {
-            function_fail(errfd, "kept fd");
-        }
-    }
-    if (arena >= 0) {
-        if (arena != 4) {
-            if (dup2(arena, 4) < 0) function_fail(errfd, "dup2 arena fd");
-        } else if (fcntl(4, F_SETFD, 0) != 0) {
-            function_fail(errfd, "arena fd");
-        }
-    }
+    if (opts.keep_fd >= 0) place_fd(opts.keep_fd, 3, errfd, "kept fd");
+    if (arena >= 0) place_fd(arena, 4, errfd, "arena fd");
     int keep[3] = {opts.keep_fd >= 0 ? 3 : -1, arena >= 0 ? 4 : -1, errfd};
     close_fds_except(keep, 3);
 
