@@ -83,12 +83,12 @@ extension ReplicationMessage.Kind {
 }
 
 extension RequestCodec {
-    static func decodeReplicate(_ m: Weft_V1_Replicate, payload: ByteBuffer, limits: StoreLimits) throws(WeftError) -> ServerRequest {
+    static func decodeReplicate(_ m: Weft_V1_Replicate, frame: RawFrame, limits: StoreLimits) throws(WeftError) -> ServerRequest {
         let kind = try ReplicationMessage.Kind(wire: m.kind)
         var entry: KeyValue?
         if m.hasEntry {
             let key = try StateKey.validate(bytes: m.entry.key, limits: limits)
-            let value = try value(payload, limits)
+            let value = try value(frame, limits)
             guard UInt64(value.count) == m.entry.valueLength else {
                 throw WeftError(.malformedRequest, "replicate entry promises \(m.entry.valueLength) bytes, carries \(value.count)")
             }

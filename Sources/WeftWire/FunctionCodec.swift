@@ -29,18 +29,18 @@ public struct FunctionInvocation: Sendable, Equatable {
 
 extension RequestCodec {
     /// Decodes `function_result`; the output travels in the payload, bounded like a value.
-    static func decodeFunctionResult(_ m: Weft_V1_FunctionResult, payload: ByteBuffer, limits: StoreLimits) throws(WeftError) -> ServerRequest {
+    static func decodeFunctionResult(_ m: Weft_V1_FunctionResult, frame: RawFrame, limits: StoreLimits) throws(WeftError) -> ServerRequest {
         let error: WeftError? = m.hasError ? WeftError(wire: m.error) : nil
-        if error != nil, payload.readableBytes > 0 {
+        if error != nil, frame.payloadCount > 0 {
             throw WeftError(.malformedRequest, "a failed function result carries no output")
         }
-        return .functionResult(invocationID: m.invocationID, output: try value(payload, limits), error: error)
+        return .functionResult(invocationID: m.invocationID, output: try value(frame, limits), error: error)
     }
 
     /// Decodes `function_invoke`; the input travels in the payload, bounded like a value.
-    static func decodeFunctionInvoke(_ m: Weft_V1_FunctionInvoke, payload: ByteBuffer, limits: StoreLimits) throws(WeftError) -> ServerRequest {
+    static func decodeFunctionInvoke(_ m: Weft_V1_FunctionInvoke, frame: RawFrame, limits: StoreLimits) throws(WeftError) -> ServerRequest {
         guard !m.function.isEmpty else { throw WeftError(.invalidArgument, "function_invoke names no function") }
-        return .functionInvoke(function: m.function, input: try value(payload, limits), async: m.async)
+        return .functionInvoke(function: m.function, input: try value(frame, limits), async: m.async)
     }
 }
 

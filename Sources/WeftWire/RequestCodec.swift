@@ -73,7 +73,7 @@ public enum RequestCodec {
             return .undecodable("request header is not a valid protobuf Request: \(error)")
         }
         do {
-            return .request(id: header.id, try decodeOp(header, payload: frame.payloadBuffer(), limits: limits), epoch: header.epoch)
+            return .request(id: header.id, try decodeOp(header, frame: frame, limits: limits), epoch: header.epoch)
         } catch {
             return .invalid(id: header.id, error)
         }
@@ -88,14 +88,6 @@ public enum RequestCodec {
         try StateKey.validate(bytes: bytes, limits: limits)
     }
 
-    /// The frame payload as a value, refused above the value size limit.
-    static func value(_ payload: ByteBuffer, _ limits: StoreLimits) throws(WeftError) -> [UInt8] {
-        guard payload.readableBytes <= limits.valueBytesMax else {
-            throw WeftError(.valueTooLarge, "value of \(payload.readableBytes) bytes exceeds the limit of \(limits.valueBytesMax)")
-        }
-        return payload.getBytes(at: payload.readerIndex, length: payload.readableBytes) ?? []
-    }
-
     /// A frame's whole payload (from the stream or the arena) as a value, refused above the
     /// value size limit.
     static func value(_ frame: RawFrame, _ limits: StoreLimits) throws(WeftError) -> [UInt8] {
@@ -105,7 +97,7 @@ public enum RequestCodec {
         return frame.payloadArray()
     }
 
-    private static func decodeOp(_ r: Weft_V1_Request, payload: ByteBuffer, limits: StoreLimits) throws(WeftError) -> ServerRequest {
+    private static func decodeOp(_ r: Weft_V1_Request, frame: RawFrame, limits: StoreLimits) throws(WeftError) -> ServerRequest {
         guard let op = r.op else { throw WeftError(.malformedRequest, "request \(r.id) names no operation") }
         switch op {
         case .get(let g):
@@ -115,15 +107,15 @@ public enum RequestCodec {
                 ifChangedSince: g.hasIfChangedSince ? g.ifChangedSince : nil))
         case .put(let p):
             return .state(.put(
-                key: try key(p.key, limits), value: try value(payload, limits),
+                key: try key(p.key, limits), value: try value(frame, limits),
                 ifVersion: p.hasIfVersion ? p.ifVersion : nil, lease: p.lease))
         case .writeRange(let w):
             return .state(.writeRange(
-                key: try key(w.key, limits), offset: w.offset, bytes: try value(payload, limits),
+                key: try key(w.key, limits), offset: w.offset, bytes: try value(frame, limits),
                 ifVersion: w.hasIfVersion ? w.ifVersion : nil))
         case .append(let a):
             return .state(.append(
-                key: try key(a.key, limits), bytes: try value(payload, limits),
+                key: try key(a.key, limits), bytes: try value(frame, limits),
                 ifVersion: a.hasIfVersion ? a.ifVersion : nil))
         case .add(let a):
             return .state(.add(key: try key(a.key, limits), delta: a.delta))
@@ -155,11 +147,11 @@ public enum RequestCodec {
         case .functionNext:
             return .functionNext
         case .functionResult(let m):
-            return try decodeFunctionResult(m, payload: payload, limits: limits)
+            return try decodeFunctionResult(m, frame: frame, limits: limits)
         case .functionInvoke(let m):
-            return try decodeFunctionInvoke(m, payload: payload, limits: limits)
+            return try decodeFunctionInvoke(m, frame: frame, limits: limits)
         case .replicate(let m):
-            return try decodeReplicate(m, payload: payload, limits: limits)
+            return try decodeReplicate(m, frame: frame, limits: limits)
         case .shardMap:
             return .shardMap
         case .cacheGet(let g):
