@@ -24,7 +24,7 @@
 static int version;                    // 0 none, 1 or 2
 static char dirs[MAX_DIRS][PATH_MAX];  // created instance directories
 static int ndirs;
-static char memory_dir[PATH_MAX], pids_dir[PATH_MAX];
+static char memory_dir[PATH_MAX], pids_dir[PATH_MAX], cpu_dir[PATH_MAX];
 static char display_path[PATH_MAX];
 
 static void sleep_ms(long ms) {
@@ -149,6 +149,40 @@ static void set_value(const char *dir, const char *file, const char *value, int 
     if (rc != 0 && (required || rc != -ENOENT)) warnf("cgroup %s=%s: %s", file, value, strerror(-rc));
 }
 
+// The instance's limits, into the controllers' directories: at creation, and again when a
+// stem learns its function's (the same controllers, other values).
+static void write_limits(const struct options *o) {
+    char v[64];
+    if (memory_dir[0] && o->memory_mb > 0) {
+        snprintf(v, sizeof v, "%ld", o->memory_mb * 1024 * 1024);
+        if (version == 2) {
+            set_value(memory_dir, "memory.max", v, 1);
+        } else {
+            // memsw (no swap beyond the limit) must stay >= the memory limit: lowering sets
+            // memory first, raising memsw first; memory, memsw, memory covers both (a refused
+            // first write is retried by the third).
+            char path[PATH_MAX + 64];
+            snprintf(path, sizeof path, "%s/memory.limit_in_bytes", memory_dir);
+            write_file(path, v);
+            set_value(memory_dir, "memory.memsw.limit_in_bytes", v, 0);
+            set_value(memory_dir, "memory.limit_in_bytes", v, 1);
+        }
+    }
+    if (pids_dir[0] && o->pids > 0) {
+        snprintf(v, sizeof v, "%ld", o->pids);
+        set_value(pids_dir, "pids.max", v, 1);
+    }
+    if (cpu_dir[0] && o->cpu_percent > 0) {
+        if (version == 2) {
+            snprintf(v, sizeof v, "%ld 100000", o->cpu_percent * 1000);
+            set_value(cpu_dir, "cpu.max", v, 1);
+        } else {
+            snprintf(v, sizeof v, "%ld", o->cpu_percent * 1000);
+            set_value(cpu_dir, "cpu.cfs_quota_us", v, 1);
+        }
+    }
+}
+
 static int create_v2(const struct options *o, char *summary, size_t len) {
     char parent[PATH_MAX], base[PATH_MAX], path[PATH_MAX + 64], buf[512];
     if (parent_dir(NULL, o->cgroup_parent, parent, base) != 0) return 0;
@@ -178,36 +212,29 @@ static int create_v2(const struct options *o, char *summary, size_t len) {
     version = 2;
     snprintf(path, sizeof path, "%s/cgroup.controllers", dirs[0]);
     if (read_file(path, buf, sizeof buf) < 0) buf[0] = '\0';
-    char v[64];
     if (has_word(buf, "memory") && o->memory_mb > 0) {
         strcpy(memory_dir, dirs[0]);
-        snprintf(v, sizeof v, "%ld", o->memory_mb * 1024 * 1024);
-        set_value(dirs[0], "memory.max", v, 1);
         set_value(dirs[0], "memory.swap.max", "0", 0);
     } else if (o->memory_mb > 0) {
         warnf("cgroup v2: memory controller not delegated to %s", dirs[0]);
     }
     if (has_word(buf, "pids") && o->pids > 0) {
         strcpy(pids_dir, dirs[0]);
-        snprintf(v, sizeof v, "%ld", o->pids);
-        set_value(dirs[0], "pids.max", v, 1);
     } else if (o->pids > 0) {
         warnf("cgroup v2: pids controller not delegated to %s", dirs[0]);
     }
     if (o->cpu_percent > 0) {
         if (has_word(buf, "cpu")) {
-            snprintf(v, sizeof v, "%ld 100000", o->cpu_percent * 1000);
-            set_value(dirs[0], "cpu.max", v, 1);
+            strcpy(cpu_dir, dirs[0]);
         } else {
             warnf("cgroup v2: cpu controller not delegated to %s", dirs[0]);
         }
     }
+    write_limits(o);
     snprintf(display_path, sizeof display_path, "%s", dirs[0]);
     snprintf(summary, len, "v2 %s", dirs[0]);
     return 1;
 }
-
-static char cpu_dir[PATH_MAX];
 
 static int create_v1(const struct options *o, char *summary, size_t len) {
     static const char *ctrls[] = {"memory", "pids", "cpu"};
@@ -232,22 +259,14 @@ static int create_v1(const struct options *o, char *summary, size_t len) {
             continue;
         }
         strcpy(dirs[ndirs++], dir);
-        char v[64];
         if (k == 0) {
             strcpy(memory_dir, dir);
-            snprintf(v, sizeof v, "%ld", o->memory_mb * 1024 * 1024);
-            set_value(dir, "memory.limit_in_bytes", v, 1);
-            set_value(dir, "memory.memsw.limit_in_bytes", v, 0);   // no swap beyond the limit
             set_value(dir, "memory.swappiness", "0", 0);
         } else if (k == 1) {
             strcpy(pids_dir, dir);
-            snprintf(v, sizeof v, "%ld", o->pids);
-            set_value(dir, "pids.max", v, 1);
         } else {
             strcpy(cpu_dir, dir);
             set_value(dir, "cpu.cfs_period_us", "100000", 1);
-            snprintf(v, sizeof v, "%ld", o->cpu_percent * 1000);
-            set_value(dir, "cpu.cfs_quota_us", v, 1);
         }
         size_t al = strlen(applied);
         snprintf(applied + al, sizeof applied - al, "%s%s", al ? "," : "", ctrl);
@@ -265,6 +284,7 @@ static int create_v1(const struct options *o, char *summary, size_t len) {
         return -1;
     }
     version = 1;
+    write_limits(o);
     snprintf(summary, len, "v1 %s (%s)", display_path, applied);
     return 1;
 }
@@ -399,39 +419,5 @@ void cgroup_json_paths(char *out, size_t len) {
 
 // A stem's cgroup was made with the stem's limits; these are its function's (same controllers).
 void cgroup_update_limits(const struct options *o) {
-    char v[64];
-    if (version == 2) {
-        if (memory_dir[0] && o->memory_mb > 0) {
-            snprintf(v, sizeof v, "%ld", o->memory_mb * 1024 * 1024);
-            set_value(memory_dir, "memory.max", v, 1);
-        }
-        if (pids_dir[0] && o->pids > 0) {
-            snprintf(v, sizeof v, "%ld", o->pids);
-            set_value(pids_dir, "pids.max", v, 1);
-        }
-        if (o->cpu_percent > 0) {
-            snprintf(v, sizeof v, "%ld 100000", o->cpu_percent * 1000);
-            set_value(dirs[0], "cpu.max", v, 0);
-        }
-        return;
-    }
-    if (version != 1) return;
-    if (memory_dir[0] && o->memory_mb > 0) {
-        snprintf(v, sizeof v, "%ld", o->memory_mb * 1024 * 1024);
-        // memsw must stay >= the memory limit: lowering sets memory first, raising memsw first;
-        // writing memory, memsw, memory covers both (a refused first write is retried).
-        char path[PATH_MAX + 64];
-        snprintf(path, sizeof path, "%s/memory.limit_in_bytes", memory_dir);
-        write_file(path, v);
-        set_value(memory_dir, "memory.memsw.limit_in_bytes", v, 0);
-        set_value(memory_dir, "memory.limit_in_bytes", v, 1);
-    }
-    if (pids_dir[0] && o->pids > 0) {
-        snprintf(v, sizeof v, "%ld", o->pids);
-        set_value(pids_dir, "pids.max", v, 1);
-    }
-    if (cpu_dir[0] && o->cpu_percent > 0) {
-        snprintf(v, sizeof v, "%ld", o->cpu_percent * 1000);
-        set_value(cpu_dir, "cpu.cfs_quota_us", v, 1);
-    }
+    if (version != 0) write_limits(o);
 }
