@@ -37,6 +37,9 @@ struct ByteKey: Hashable, Sendable {
         string.utf8.lexicographicallyPrecedes(other.string.utf8)
     }
 
+    /// A key of the system's (see `InternalKeys`).
+    var isInternal: Bool { string.utf8.first == 0 }
+
     func hasPrefix(_ prefix: String) -> Bool {
         string.utf8.starts(with: prefix.utf8)
     }

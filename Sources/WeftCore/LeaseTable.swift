@@ -5,6 +5,9 @@ struct LeaseTable: Sendable {
         var ttlSeconds: Int64
         var deadlineMs: Int64
         var keys: Set<ByteKey> = []
+        /// Kept elsewhere (a cluster's lease, whose TTL its home shard's head keeps): it never
+        /// expires here, and leaves the table once no key here is attached to it.
+        var external = false
     }
 
     private(set) var leases: [LeaseID: Lease] = [:]
@@ -33,8 +36,23 @@ struct LeaseTable: Sendable {
     /// Moves `key` from lease `previous` to lease `next` (0 = none).
     mutating func move(_ key: ByteKey, from previous: LeaseID, to next: LeaseID) {
         guard previous != next else { return }
-        if previous != 0 { leases[previous]?.keys.remove(key) }
+        if previous != 0 {
+            leases[previous]?.keys.remove(key)
+            if leases[previous]?.external == true && leases[previous]?.keys.isEmpty == true { leases[previous] = nil }
+        }
         if next != 0 { leases[next]?.keys.insert(key) }
+    }
+
+    /// Makes `id` an external lease (see `Lease.external`), live until it is ended.
+    mutating func adoptExternal(_ id: LeaseID) {
+        if leases[id] == nil { leases[id] = Lease(ttlSeconds: 0, deadlineMs: .max) }
+        leases[id]!.deadlineMs = .max
+        leases[id]!.external = true
+    }
+
+    /// Drops external leases no key is attached to (adopted for a write that then failed).
+    mutating func pruneExternal() {
+        leases = leases.filter { !$0.value.external || !$0.value.keys.isEmpty }
     }
 
     mutating func remove(_ id: LeaseID) -> Lease? {

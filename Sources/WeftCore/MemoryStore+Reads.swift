@@ -2,7 +2,7 @@ extension MemoryStore {
     /// Reads a key and runs `body` with it while the key's shard is still locked, so that what
     /// `body` records (e.g. a cache lease) is ordered with every write of the key.
     public func read<T>(_ key: String, underLock body: (KeyValue?) -> T) throws(WeftError) -> T {
-        try StateKey.validate(key, limits: limits)
+        if !InternalKeys.isInternal(key) { try StateKey.validate(key, limits: limits) }
         let byteKey = ByteKey(key)
         return shard(for: key).state.withLock { state in body(state.entries[byteKey].map { $0.keyValue(key) }) }
     }
@@ -48,7 +48,7 @@ extension MemoryStore {
             if let admit, !admit(index) { continue }
             var matches = shard.state.withLock { state in
                 var matches: [(key: ByteKey, entry: StoredEntry)] = []
-                for (key, entry) in state.entries where key.hasPrefix(prefix) {
+                for (key, entry) in state.entries where key.hasPrefix(prefix) && !key.isInternal {
                     if let after, !after.precedes(key) { continue }
                     matches.append((key, entry))
                 }

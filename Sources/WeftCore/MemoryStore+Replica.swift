@@ -44,13 +44,13 @@ extension MemoryStore {
             }
             completion(.success(.written(version: 0, length: 0)))
         case .snapshotEntry(let kv):
-            mutate(kv.key, completion: completion, publish: false) { (state, byteKey, _) throws(WeftError) in
+            mutate(kv.key, completion: completion, validated: InternalKeys.isInternal(kv.key), publish: false) { (state, byteKey, _) throws(WeftError) in
                 let old = state.entries[byteKey]
-                state.entries[byteKey] = StoredEntry(value: kv.value, version: kv.version, createRevision: kv.createRevision, lease: 0)
+                attach(byteKey, from: old?.lease ?? 0, to: kv.lease)
+                state.entries[byteKey] = StoredEntry(value: kv.value, version: kv.version, createRevision: kv.createRevision, lease: kv.lease)
                 state.valueBytes += kv.value.count - (old?.value.count ?? 0)
                 raiseRevision(to: kv.version)
-                return .put(KeyValue(key: kv.key, value: kv.value, version: kv.version, createRevision: kv.createRevision),
-                            response: .written(version: kv.version, length: UInt64(kv.value.count)))
+                return .put(kv, response: .written(version: kv.version, length: UInt64(kv.value.count)))
             }
         case .snapshotKeep(let key, let version, let fingerprint):
             // The version alone does not prove the entry is the source's: a head that died with
@@ -113,7 +113,7 @@ extension MemoryStore {
             completion(.success(.written(version: duplicate, length: 0)))
             return
         }
-        mutate(key, completion: completion) { (state, byteKey, _) throws(WeftError) in
+        mutate(key, completion: completion, validated: InternalKeys.isInternal(key)) { (state, byteKey, _) throws(WeftError) in
             guard state.revision < revision else {
                 // Applied meanwhile (by another stream): nothing to do. Answered as a gap so the
                 // sender re-checks; this is rare.
@@ -126,11 +126,10 @@ extension MemoryStore {
             switch change {
             case .put(let kv):
                 let old = state.entries[byteKey]
-                if old?.lease ?? 0 != 0 { leases.withLock { $0.move(byteKey, from: old!.lease, to: 0) } }
-                state.entries[byteKey] = StoredEntry(value: kv.value, version: kv.version, createRevision: kv.createRevision, lease: 0)
+                attach(byteKey, from: old?.lease ?? 0, to: kv.lease)
+                state.entries[byteKey] = StoredEntry(value: kv.value, version: kv.version, createRevision: kv.createRevision, lease: kv.lease)
                 state.valueBytes += kv.value.count - (old?.value.count ?? 0)
-                return .put(KeyValue(key: kv.key, value: kv.value, version: kv.version, createRevision: kv.createRevision),
-                            response: .written(version: revision, length: UInt64(kv.value.count)))
+                return .put(kv, response: .written(version: revision, length: UInt64(kv.value.count)))
             default:
                 if let old = state.remove(byteKey), old.lease != 0 { leases.withLock { $0.move(byteKey, from: old.lease, to: 0) } }
                 let tombstone = KeyValue(key: key, value: [], version: revision, createRevision: 0)
@@ -139,6 +138,17 @@ extension MemoryStore {
                     event: WatchEvent(kind: .delete, kv: tombstone),
                     response: .written(version: revision, length: 0))
             }
+        }
+    }
+
+    /// Moves a replicated key's lease attachment. A replica keeps the lease its keys were put
+    /// under (as an external lease: the cluster keeps its TTL), so that whichever replica heads
+    /// the shard next can end the lease's keys.
+    private func attach(_ key: ByteKey, from previous: LeaseID, to next: LeaseID) {
+        guard previous != 0 || next != 0 else { return }
+        leases.withLock { table in
+            if next != 0 { table.adoptExternal(next) }
+            table.move(key, from: previous, to: next)
         }
     }
 

@@ -10,24 +10,38 @@ extension MemoryStore {
     /// `deliver` runs under the shard's lock: it must not call into the store. To stop from
     /// inside `deliver`, return false; `cancel()` works there too but only takes effect
     /// fully once the shard next publishes.
+    ///
+    /// `shard` restricts a prefix watch to that shard. "From now" is from the next revision of
+    /// the watched shard when there is one (a key's, or `shard`): a cluster node's revision
+    /// counter runs ahead of shards whose head is another node, whose next changes may carry
+    /// lower revisions than this node's last.
     public func watch(
-        _ target: WatchTarget, fromRevision: Revision?, includeValues: Bool, sink: any WatchSink
+        _ target: WatchTarget, fromRevision: Revision?, includeValues: Bool, sink: any WatchSink, shard only: Int?
     ) throws(WeftError) -> any WatchRegistration {
         let hubs: [WatchHub]
+        var single: Int?
         switch target {
         case .key(let key):
             try StateKey.validate(key, limits: limits)
-            hubs = [shard(for: key).hub]
+            single = Self.shard(of: key, shardCount: shardCount)
+            hubs = [shards[single!].hub]
         case .prefix(let prefix):
             _ = try StateKey.validatePrefix(bytes: prefix.utf8, limits: limits)
-            hubs = shards.map(\.hub)
+            if let only {
+                guard only >= 0, only < shardCount else { throw WeftError(.invalidArgument, "no shard \(only)") }
+                single = only
+                hubs = [shards[only].hub]
+            } else {
+                hubs = shards.map(\.hub)
+            }
         }
         // "From now" can meet a history evicted between reading the revision and registering
         // (only with a tiny history under load): then it retries from a newer revision.
         var attempts = 0
         while true {
             attempts += 1
-            let from = max(fromRevision ?? (revision + 1), 1)
+            let now = single.map { shardRevision($0) } ?? revision
+            let from = max(fromRevision ?? (now + 1), 1)
             do {
                 return try register(target, from: from, includeValues: includeValues, sink: sink, hubs: hubs)
             } catch where fromRevision == nil && error.code == .compacted && attempts < 1000 {

@@ -57,6 +57,9 @@ public struct ShardMap: Sendable, Equatable, Codable {
     /// The shard a key belongs to (the same hash as the store's shards).
     public func shard(of key: String) -> Int { MemoryStore.shard(of: key, shardCount: shardCount) }
 
+    /// The shard lease `id` lives in (its record's; its head keeps the lease's clock).
+    public func home(ofLease id: LeaseID) -> Int { shard(of: InternalKeys.leaseRecord(id)) }
+
     public func head(_ shard: Int) -> String? { chains[shard].first }
     public func tail(_ shard: Int) -> String? { chains[shard].last }
 

@@ -31,6 +31,15 @@ public enum StateKey {
         return key
     }
 
+    /// Validates a key as replicas pass it along: a user's key, or one of the system's
+    /// (`InternalKeys`: a NUL byte, then what a user's key may be).
+    public static func validateReplicated<Bytes: Collection>(bytes: Bytes, limits: StoreLimits = .default) throws(WeftError) -> String
+    where Bytes.Element == UInt8 {
+        guard bytes.first == 0 else { return try validate(bytes: bytes, limits: limits) }
+        let rest = try validate(bytes: bytes.dropFirst(), limits: limits)
+        return "\u{0}" + rest
+    }
+
     /// Validates a prefix for list/watch: may be empty (everything), otherwise like a key.
     @inlinable
     public static func validatePrefix<Bytes: Collection>(bytes: Bytes, limits: StoreLimits = .default) throws(WeftError) -> String

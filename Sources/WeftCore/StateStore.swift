@@ -7,8 +7,10 @@ public protocol StateStore: Sendable {
 
     /// Starts a watch. Events with revision ≥ `fromRevision` that are still in history are
     /// replayed first (`compacted` if they are gone); `nil` means "from the next revision".
+    /// `shard`: a prefix watch follows that shard only (how a cluster client watches a prefix:
+    /// one shard at a time, each at its tail).
     func watch(
-        _ target: WatchTarget, fromRevision: Revision?, includeValues: Bool, sink: any WatchSink
+        _ target: WatchTarget, fromRevision: Revision?, includeValues: Bool, sink: any WatchSink, shard: Int?
     ) throws(WeftError) -> any WatchRegistration
 
     /// Ends leases whose TTL has run out; call periodically. Returns how many ended.
@@ -17,6 +19,13 @@ public protocol StateStore: Sendable {
 }
 
 extension StateStore {
+    /// A watch of every shard.
+    public func watch(
+        _ target: WatchTarget, fromRevision: Revision?, includeValues: Bool, sink: any WatchSink
+    ) throws(WeftError) -> any WatchRegistration {
+        try watch(target, fromRevision: fromRevision, includeValues: includeValues, sink: sink, shard: nil)
+    }
+
     /// Async convenience over `execute`.
     public func execute(_ request: StateRequest) async throws(WeftError) -> StateResponse {
         let result: Result<StateResponse, WeftError> = await withCheckedContinuation { cont in

@@ -1,4 +1,5 @@
-/// What a watch follows: one key, or every key under a prefix ("" = all keys).
+/// What a watch follows: one key, or every key under a prefix ("" = all keys; the system's own
+/// keys, see `InternalKeys`, are under none).
 public enum WatchTarget: Sendable, Equatable {
     case key(String)
     case prefix(String)
@@ -6,7 +7,7 @@ public enum WatchTarget: Sendable, Equatable {
     public func matches(_ key: String) -> Bool {
         switch self {
         case .key(let k): k.utf8.elementsEqual(key.utf8)
-        case .prefix(let p): key.utf8.starts(with: p.utf8)
+        case .prefix(let p): key.utf8.starts(with: p.utf8) && !InternalKeys.isInternal(key)
         }
     }
 }

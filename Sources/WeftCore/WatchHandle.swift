@@ -36,8 +36,7 @@ final class WatchHandle: WatchRegistration, Sendable {
     func wants(_ event: WatchEvent) -> Bool {
         guard event.revision >= startRevision, !isEnded else { return false }
         if let key { return key == ByteKey(event.kv.key) }
-        guard case .prefix(let prefix) = target else { return false }
-        return event.kv.key.utf8.starts(with: prefix.utf8)
+        return target.matches(event.kv.key)
     }
 
     /// Stops delivery and leaves every hub. Idempotent; the sink is not terminated.

@@ -25,7 +25,7 @@ public final class ClientBackedStore: StateStore {
         }
     }
 
-    public func watch(_ target: WatchTarget, fromRevision: Revision?, includeValues: Bool, sink: any WatchSink) throws(WeftError) -> any WatchRegistration {
+    public func watch(_ target: WatchTarget, fromRevision: Revision?, includeValues: Bool, sink: any WatchSink, shard: Int?) throws(WeftError) -> any WatchRegistration {
         throw WeftError(.invalidArgument, "watches are not available through ClientBackedStore; use WeftClient.watch")
     }
 

@@ -49,12 +49,12 @@ public final class TenantStore: StateStore {
         }
     }
 
-    public func watch(_ target: WatchTarget, fromRevision: Revision?, includeValues: Bool, sink: any WatchSink) throws(WeftError) -> any WatchRegistration {
+    public func watch(_ target: WatchTarget, fromRevision: Revision?, includeValues: Bool, sink: any WatchSink, shard: Int?) throws(WeftError) -> any WatchRegistration {
         let mapped: WatchTarget = switch target {
         case .key(let k): .key(prefix + k)
         case .prefix(let p): .prefix(prefix + p)
         }
-        return try inner.watch(mapped, fromRevision: fromRevision, includeValues: includeValues, sink: StrippingSink(sink, prefixBytes: prefix.utf8.count))
+        return try inner.watch(mapped, fromRevision: fromRevision, includeValues: includeValues, sink: StrippingSink(sink, prefixBytes: prefix.utf8.count), shard: shard)
     }
 
     public func expireLeases() -> Int { inner.expireLeases() }

@@ -4,12 +4,6 @@ import WeftCore
 
 /// What a replica does with pieces of a shard copy.
 @Suite struct MemoryStoreReplicaTests {
-    func apply(_ store: MemoryStore, _ item: ReplicaApply) -> Result<StateResponse, WeftError> {
-        let box = Mutex<Result<StateResponse, WeftError>?>(nil)
-        store.applyReplicated(item) { result in box.withLock { $0 = result } }
-        return box.withLock { $0 } ?? .failure(WeftError(.internalError, "no completion"))
-    }
-
     /// A delta copy confirms an entry in place only when it is the very entry the source holds:
     /// the same version with another value (a write made under a revision that a later head
     /// used again) is a mismatch, so the copy falls back to sending everything.
@@ -19,10 +13,10 @@ import WeftCore
         let held = try #require(try? store.read("k") { $0 })
 
         let sourceEntry = KeyValue(key: "k", value: bytes("theirs"), version: version, createRevision: held.createRevision)
-        #expect(code(apply(store, .snapshotKeep(key: "k", version: version, fingerprint: sourceEntry.fingerprint))) == .versionMismatch)
-        #expect(code(apply(store, .snapshotKeep(key: "k", version: version, fingerprint: held.fingerprint))) == nil)
-        #expect(code(apply(store, .snapshotKeep(key: "k", version: version + 1, fingerprint: held.fingerprint))) == .versionMismatch)
-        #expect(code(apply(store, .snapshotKeep(key: "absent", version: version, fingerprint: nil))) == .versionMismatch)
+        #expect(code(applyReplicated(store, .snapshotKeep(key: "k", version: version, fingerprint: sourceEntry.fingerprint))) == .versionMismatch)
+        #expect(code(applyReplicated(store, .snapshotKeep(key: "k", version: version, fingerprint: held.fingerprint))) == nil)
+        #expect(code(applyReplicated(store, .snapshotKeep(key: "k", version: version + 1, fingerprint: held.fingerprint))) == .versionMismatch)
+        #expect(code(applyReplicated(store, .snapshotKeep(key: "absent", version: version, fingerprint: nil))) == .versionMismatch)
     }
 
     @Test func fingerprintsTellValuesAndCreateRevisionsApart() {

@@ -30,6 +30,13 @@ func writtenVersion(_ result: Result<StateResponse, WeftError>) -> Revision? {
 
 func bytes(_ string: String) -> [UInt8] { Array(string.utf8) }
 
+/// Applies a replicated item to a store without a change log (completes at once).
+func applyReplicated(_ store: MemoryStore, _ item: ReplicaApply) -> Result<StateResponse, WeftError> {
+    let box = Mutex<Result<StateResponse, WeftError>?>(nil)
+    store.applyReplicated(item) { result in box.withLock { $0 = result } }
+    return box.withLock { $0 } ?? .failure(WeftError(.internalError, "no completion"))
+}
+
 /// A clock the test moves by hand.
 final class FakeClock: Sendable {
     private let ms = Mutex<Int64>(1_000)

@@ -103,8 +103,8 @@ final class HoldingStore: StateStore {
         inner.execute(request, completion: completion)
     }
 
-    func watch(_ target: WatchTarget, fromRevision: Revision?, includeValues: Bool, sink: any WatchSink) throws(WeftError) -> any WatchRegistration {
-        try inner.watch(target, fromRevision: fromRevision, includeValues: includeValues, sink: sink)
+    func watch(_ target: WatchTarget, fromRevision: Revision?, includeValues: Bool, sink: any WatchSink, shard: Int?) throws(WeftError) -> any WatchRegistration {
+        try inner.watch(target, fromRevision: fromRevision, includeValues: includeValues, sink: sink, shard: shard)
     }
 
     func expireLeases() -> Int { inner.expireLeases() }
