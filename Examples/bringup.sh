@@ -3,8 +3,8 @@
 # while they run); a fourth waits until all three are there, then goes. When a node stops,
 # its lease is revoked and its key disappears.
 #
-# Usage: Examples/bringup.sh [path/to/weft]   (WEFT_SERVER must point at a running node;
-#        without it the script starts its own `weft up` on a free port.)
+# Usage: Examples/bringup.sh [path/to/weft]   (WEFT_SERVER may point at a running server or at
+#        any node of a cluster; without it the script starts its own `weft up` on a free port.)
 set -euo pipefail
 WEFT=${1:-weft}
 OWN=""
@@ -19,7 +19,7 @@ NODES=()
 cleanup() {
   for p in "${NODES[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait "${NODES[@]}" 2>/dev/null || true
-  [ -n "$OWN" ] && { kill -TERM "$OWN"; wait "$OWN" 2>/dev/null || true; }
+  if [ -n "$OWN" ]; then kill -TERM "$OWN"; wait "$OWN" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 

@@ -73,7 +73,7 @@ public final class ClusterClient: Sendable {
 
     // MARK: routing
 
-    private func client(_ address: String) throws(WeftError) -> WeftClient {
+    func client(_ address: String) throws(WeftError) -> WeftClient {
         if let c = clients.withLock({ $0[address] }) { return c }
         let (host, port) = try WeftClient.parseAddress(address)
         let made = WeftClient.lazy(
@@ -196,8 +196,21 @@ public final class ClusterClient: Sendable {
             return try await list(prefix: prefix, after: after, limit: limit, keysOnly: keysOnly)
         case .status:
             return try await unwrap(routed(.state(request), retryUnavailable: true) { $0.nodes.keys.sorted().first })
-        case .leaseGrant, .leaseKeepAlive, .leaseRevoke:
-            throw WeftError(.invalidArgument, "leases are not available in cluster mode yet")
+        case .leaseGrant(let ttl, let id):
+            // The id decides the lease's home shard, so the client picks it (anew if taken).
+            var attempt = 0
+            while true {
+                let chosen = id != 0 ? id : LeaseID.random(in: 1...LeaseID.max)
+                do throws(WeftError) {
+                    return try await unwrap(routed(.state(.leaseGrant(ttlSeconds: ttl, id: chosen)), retryUnavailable: false) { $0.head($0.home(ofLease: chosen)) })
+                } catch where id == 0 && attempt < 3 && error.code == .invalidArgument && error.message.hasSuffix("already exists") {
+                    attempt += 1
+                }
+            }
+        case .leaseKeepAlive(let id):
+            return try await unwrap(routed(.state(request), retryUnavailable: true) { $0.head($0.home(ofLease: id)) })
+        case .leaseRevoke(let id):
+            return try await unwrap(routed(.state(request), retryUnavailable: false) { $0.head($0.home(ofLease: id)) })
         }
     }
 

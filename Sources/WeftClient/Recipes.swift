@@ -170,21 +170,20 @@ extension WeftClient {
     }
 
     /// Waits until at least `count` keys exist under `prefix`; returns their names.
+    ///
+    /// Watches first, then lists: every change after the list reaches the watch, and one
+    /// before it that the watch also delivers is ordered by the key's version. (Listing first
+    /// and watching from the list's revision would need one revision for all shards, which a
+    /// cluster does not have: its revisions are per shard.)
     public func waitFor(prefix: String, count: Int, timeoutMs: Int64? = nil) async throws(WeftError) -> [String] {
         let deadline = Self.deadline(afterMs: timeoutMs)
         while true {
+            let watch = try await self.watch(.prefix(prefix), keysOnly: true)
+            defer { watch.cancel() }
             let page = try await list(prefix: prefix, limit: max(count, 1), keysOnly: true)
             if page.entries.count >= count { return page.entries.map(\.key) }
-            // Keys that existed when listed; entries newer than the list revision come by replay.
             var keys: [String: Revision] = [:]
-            for e in page.entries where e.version <= page.revision { keys[e.key] = e.version }
-            let watch: WeftWatch
-            do {
-                watch = try await self.watch(.prefix(prefix), fromRevision: page.revision + 1, keysOnly: true)
-            } catch where error.code == .compacted {
-                continue
-            }
-            defer { watch.cancel() }
+            for e in page.entries { keys[e.key] = e.version }
             let state = KeySetBox(keys)
             do {
                 try await Self.withDeadline(deadline) {

@@ -42,6 +42,8 @@ final class WatchStream: Sendable {
         var finished = false
         /// Why it finished (nil: cancelled), for a `waitCreated` that comes after.
         var finishError: WeftError?
+        /// Stops what feeds a watch that has no session of its own (a cluster watch).
+        var onCancel: (@Sendable () -> Void)?
     }
 
     private let continuation: AsyncThrowingStream<WatchEvent, any Error>.Continuation
@@ -106,10 +108,16 @@ final class WatchStream: Sendable {
     }
 
     func cancel() {
-        let (id, session, alreadyFinished) = state.withLock { s in (s.id, s.session, s.finished) }
+        let (id, session, alreadyFinished, onCancel) = state.withLock { s in (s.id, s.session, s.finished, s.onCancel) }
         if !alreadyFinished, let session, id != 0 {
             session.cancelWatch(id: id)
         }
+        if !alreadyFinished { onCancel?() }
         finish(nil)
+    }
+
+    /// Runs `body` when the consumer cancels (instead of cancelling on a session).
+    func setOnCancel(_ body: @escaping @Sendable () -> Void) {
+        state.withLock { $0.onCancel = body }
     }
 }

@@ -420,8 +420,18 @@ public final class WeftClient: Sendable {
     }
 
     /// Watches a key or prefix from `fromRevision` (nil = from now). Returns once the server
-    /// has registered the watch, so no later change is missed.
+    /// has registered the watch, so no later change is missed. On a cluster, the watch follows
+    /// each shard at its tail (see `ClusterClient.watch`).
     public func watch(_ target: WatchTarget, fromRevision: Revision? = nil, keysOnly: Bool = false) async throws(WeftError) -> WeftWatch {
+        if let router = router.withLock({ $0 }) {
+            return try await router.watch(target, fromRevision: fromRevision, keysOnly: keysOnly)
+        }
+        return try await watch(target, fromRevision: fromRevision, keysOnly: keysOnly, shard: nil)
+    }
+
+    /// A watch on this server only; `shard` restricts a prefix watch to one shard (a cluster
+    /// node serves prefix watches of the shards it is the tail of only this way).
+    func watch(_ target: WatchTarget, fromRevision: Revision?, keysOnly: Bool, shard: Int?) async throws(WeftError) -> WeftWatch {
         let (events, continuation) = AsyncThrowingStream<WatchEvent, any Error>.makeStream(
             bufferingPolicy: .bufferingOldest(options.watchBufferMax))
         let stream = WatchStream(continuation: continuation)
@@ -431,7 +441,7 @@ public final class WeftClient: Sendable {
         }
         let session = try await pickSession()
         session.submit(
-            OutboundRequest(request: .watch(target: target, fromRevision: fromRevision, keysOnly: keysOnly), reply: .watch(stream), deadline: .distantFuture))
+            OutboundRequest(request: .watch(target: target, fromRevision: fromRevision, keysOnly: keysOnly, shard: shard), reply: .watch(stream), deadline: .distantFuture))
         do {
             try await stream.waitCreated()
         } catch let e as WeftError {

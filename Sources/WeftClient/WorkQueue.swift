@@ -52,6 +52,10 @@ public final class WorkQueue: Sendable {
         let deadline = WeftClient.deadline(afterMs: timeoutMs)
         let lease = try await lease()
         while true {
+            // Watched before listing, so that no change after the list is missed (and without
+            // a revision to start from: a cluster's revisions are per shard).
+            let watch = try await client.watch(.prefix(base), keysOnly: true)
+            defer { watch.cancel() }
             let claims = Set(try await client.listAll(prefix: base + "claims/", keysOnly: true).map { $0.key.dropFirst((base + "claims/").count) })
             let page = try await client.list(prefix: base + "items/", limit: 1000)
             for item in page.entries {
@@ -77,8 +81,6 @@ public final class WorkQueue: Sendable {
                 }
             }
             // Nothing claimable: wait for any change under the queue (new item, freed claim).
-            let watch = try await client.watch(.prefix(base), fromRevision: page.revision + 1, keysOnly: true)
-            defer { watch.cancel() }
             do {
                 try await WeftClient.withDeadline(deadline) {
                     for try await _ in watch { return }

@@ -53,6 +53,7 @@ public final class ClusterNode: Sendable {
     public let store: MemoryStore
     public let gate: NodeGate
     let replication: Replication
+    let leases: ClusterLeases
     let etcd: EtcdClient
     let logger: Logger
     private let state = Mutex(State())
@@ -74,10 +75,14 @@ public final class ClusterNode: Sendable {
             membershipLeftMs: { box.node?.servingLeftMs ?? 0 }, logger: logger)
         self.replication = replication
         let store = MemoryStore(limits: limits, shardCount: options.shardCount, changeLog: replication, recovered: recovered)
+        // Leases of recovered keys are the cluster's: their home shards' heads keep them.
+        store.adoptAllLeases()
         replication.attach(store)
         self.store = store
+        let leases = ClusterLeases(me: options.id, store: store, peers: peers, logger: logger, map: { box.node?.gate.map })
+        self.leases = leases
         self.gate = NodeGate(
-            me: options.id, store: store, replication: replication, logger: logger,
+            me: options.id, store: store, replication: replication, leases: leases, logger: logger,
             serving: { box.node?.isServingFast ?? false },
             stale: { _ in box.node?.refreshMap() },
             copied: { shard, since in box.node?.reportCopied(shard: shard, since: since) },
@@ -277,9 +282,13 @@ public final class ClusterNode: Sendable {
     }
 
     private func pumpLoop() async {
+        var ticks = 0
         while !Task.isCancelled {
             refreshServing()
             replication.pump()
+            // Lease clocks and sweeps, every 100 ms while the node serves.
+            ticks += 1
+            if ticks % 10 == 0, isServingFast { leases.tick() }
             try? await Task.sleep(for: .milliseconds(10))
         }
     }

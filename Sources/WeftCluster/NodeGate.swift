@@ -25,6 +25,7 @@ public final class NodeGate: ClusterGate, Sendable {
     public let me: String
     let store: MemoryStore
     let replication: Replication
+    let leases: ClusterLeases
     let logger: Logger
     private let view = Mutex(View())
     /// True while the node's etcd lease is surely valid.
@@ -39,7 +40,7 @@ public final class NodeGate: ClusterGate, Sendable {
     let broken: @Sendable (_ shard: Int, _ incarnation: Int64, _ reason: String) -> Void
 
     init(
-        me: String, store: MemoryStore, replication: Replication, logger: Logger,
+        me: String, store: MemoryStore, replication: Replication, leases: ClusterLeases, logger: Logger,
         serving: @escaping @Sendable () -> Bool, stale: @escaping @Sendable (UInt64) -> Void,
         copied: @escaping @Sendable (Int, UInt64) -> Void,
         broken: @escaping @Sendable (Int, Int64, String) -> Void
@@ -47,6 +48,7 @@ public final class NodeGate: ClusterGate, Sendable {
         self.me = me
         self.store = store
         self.replication = replication
+        self.leases = leases
         self.logger = logger
         self.serving = serving
         self.stale = stale
@@ -108,7 +110,16 @@ public final class NodeGate: ClusterGate, Sendable {
             v.awaitingFence = awaiting
             return true
         }
-        if adopted { replication.adopt(map) }
+        if adopted {
+            replication.adopt(map)
+            // Watches of shards this node no longer replicates would see no more events: ended,
+            // so that their clients follow the shard to its new tail.
+            if let old {
+                for s in 0..<min(old.shardCount, map.shardCount) where old.chains[s].contains(me) && !map.chains[s].contains(me) {
+                    store.endWatches(shard: s, error: WeftError(.wrongEpoch, "node \(me) left the chain of shard \(s) in epoch \(map.epoch)"))
+                }
+            }
+        }
         return adopted
     }
 
@@ -123,6 +134,9 @@ public final class NodeGate: ClusterGate, Sendable {
     // MARK: ClusterGate
 
     public func decide(_ request: StateRequest, epoch: UInt64) -> ClusterDecision {
+        // Status describes the node whatever its state: a client learns from it that it talks
+        // to a cluster (and then routes by the map) even before the node serves.
+        if case .status = request { return .serve }
         guard serving() else { return .answer(.failure(Self.notServing)) }
         let (map, readable) = view.withLock { ($0.map, $0.readable) }
         guard let map else { return .answer(.failure(WeftError(.wrongEpoch, "this node has no shard map yet"))) }
@@ -151,10 +165,15 @@ public final class NodeGate: ClusterGate, Sendable {
                     s < map.shardCount && map.tail(s) == me && readable[s]
                 }
             })
-        case .leaseGrant, .leaseKeepAlive, .leaseRevoke:
-            return .answer(.failure(WeftError(.invalidArgument, "leases are not available in cluster mode yet")))
-        case .put(_, _, _, let lease) where lease != 0:
-            return .answer(.failure(WeftError(.invalidArgument, "leases are not available in cluster mode yet")))
+        case .leaseGrant(_, let id) where id == 0:
+            // The node picks an id homed in a shard it heads.
+            let leases = self.leases
+            return .later { reply in leases.execute(request, map: map, reply: reply) }
+        case .leaseGrant(_, let id), .leaseKeepAlive(let id), .leaseRevoke(let id):
+            let s = map.home(ofLease: id)
+            guard map.head(s) == me else { return .answer(.failure(wrong("head", shard: s, map: map))) }
+            let leases = self.leases
+            return .later { reply in leases.execute(request, map: map, reply: reply) }
         case .put(let key, _, _, _), .writeRange(let key, _, _, _), .append(let key, _, _), .add(let key, _), .delete(let key, _):
             let s = map.shard(of: key)
             guard map.head(s) == me else { return .answer(.failure(wrong("head", shard: s, map: map))) }
@@ -163,23 +182,36 @@ public final class NodeGate: ClusterGate, Sendable {
             // they are, so that it is ordered after them as every reader sees them.
             let store = self.store
             let replication = self.replication
-            return .later { reply in
+            let run: @Sendable (@escaping @Sendable (Result<StateResponse, WeftError>) -> Void) -> Void = { reply in
                 store.execute(request) { result in
                     guard case .failure = result else { return reply(result) }
                     replication.whenCommitted(shard: s, revision: store.shardRevision(s)) { reply(result) }
                 }
             }
+            guard case .put(_, _, _, let lease) = request, lease != 0 else { return .later(run: run) }
+            let leases = self.leases
+            return .later { reply in leases.put(under: lease, map: map, run: run, reply: reply) }
         }
     }
 
-    public func admitWatch(_ target: WatchTarget, epoch: UInt64) -> WeftError? {
+    /// A key watch runs at its shard's tail; a prefix watch names one shard and runs at its
+    /// tail (a cluster client watches a prefix shard by shard: no node holds every shard).
+    public func admitWatch(_ target: WatchTarget, epoch: UInt64, shard: Int?) -> WeftError? {
         guard serving() else { return Self.notServing }
         guard let map = view.withLock({ $0.map }) else { return WeftError(.unavailable, "this node has no shard map yet") }
-        if case .key(let key) = target {
-            let s = map.shard(of: key)
-            if map.tail(s) != me { return wrong("tail", shard: s, map: map) }
+        if epoch > map.epoch { stale(epoch) }
+        let s: Int
+        switch target {
+        case .key(let key):
+            s = map.shard(of: key)
+        case .prefix:
+            guard let shard else {
+                return WeftError(.invalidArgument, "a prefix watch on a cluster node names a shard (a cluster client watches every shard at its tail)")
+            }
+            guard shard >= 0, shard < map.shardCount else { return WeftError(.invalidArgument, "no shard \(shard)") }
+            s = shard
         }
-        return nil
+        return map.tail(s) == me ? nil : wrong("tail", shard: s, map: map)
     }
 
     public func replicate(_ message: ReplicationMessage, epoch: UInt64, completion: @escaping @Sendable (Result<Revision, WeftError>) -> Void) {
@@ -196,6 +228,14 @@ public final class NodeGate: ClusterGate, Sendable {
             completion(.failure(WeftError(.invalidArgument, "no shard \(s)")))
             return
         }
+        switch message.kind {
+        case .leaseCheck:
+            return completion(leases.answerCheck(LeaseID(bitPattern: message.revision), home: s, map: map))
+        case .leaseEnd:
+            return leases.endHere(LeaseID(bitPattern: message.revision)) { completion(.success(Revision($0))) }
+        default:
+            break
+        }
         let isPredecessor = map.predecessor(of: me, in: s) == message.from
         let join = map.joining[s]
         let isCopySource = join?.node == me && join?.source == message.from
@@ -206,6 +246,8 @@ public final class NodeGate: ClusterGate, Sendable {
                 completion(.failure(WeftError(.wrongEpoch, "node \(message.from) is not the predecessor of \(me) for shard \(s) in epoch \(map.epoch)")))
                 return
             }
+        case .leaseCheck, .leaseEnd:
+            return
         case .snapshotBegin, .snapshotEntry, .snapshotEnd, .snapshotDelta, .snapshotKeep:
             guard isCopySource, !map.chains[s].contains(me) else {
                 if epoch > map.epoch { stale(epoch) }
@@ -215,6 +257,8 @@ public final class NodeGate: ClusterGate, Sendable {
         }
         let replication = self.replication
         switch message.kind {
+        case .leaseCheck, .leaseEnd:
+            break  // answered above
         case .put, .delete:
             guard let entry = message.entry else {
                 completion(.failure(WeftError(.malformedRequest, "replicate without an entry")))

@@ -24,10 +24,7 @@ final class PeerPool: Sendable {
         _ message: ReplicationMessage, to address: String, epoch: UInt64,
         completion: @escaping @Sendable (Result<Revision, WeftError>) -> Void
     ) {
-        guard let client = client(address) else {
-            completion(.failure(WeftError(.invalidArgument, "bad peer address '\(address)'")))
-            return
-        }
+        guard let client = peer(address, completion) else { return }
         guard client.isConnected else {
             connect(address, client)
             completion(.failure(WeftError(.unavailable, "not connected to \(address) yet")))
@@ -43,12 +40,40 @@ final class PeerPool: Sendable {
         }
     }
 
+    /// Sends `message` to the node at `address`, connecting first if need be (within the
+    /// connect timeout): for messages to nodes this one has no replication stream with (lease
+    /// checks and ends), where failing at once would only mean trying again.
+    func call(
+        _ message: ReplicationMessage, to address: String, epoch: UInt64,
+        completion: @escaping @Sendable (Result<Revision, WeftError>) -> Void
+    ) {
+        guard let client = peer(address, completion) else { return }
+        if client.isConnected { return send(message, to: address, epoch: epoch, completion: completion) }
+        Task {
+            do throws(WeftError) {
+                try await client.ensureConnected()
+            } catch {
+                return completion(.failure(error))
+            }
+            self.send(message, to: address, epoch: epoch, completion: completion)
+        }
+    }
+
     /// True when a connection to `address` is open.
     func isConnected(_ address: String) -> Bool { client(address)?.isConnected ?? false }
 
     /// Starts connecting to `address` if it is not connected.
     func prepare(_ address: String) {
         if let c = client(address), !c.isConnected { connect(address, c) }
+    }
+
+    /// The client for `address`; nil (and `completion` told) if it is not an address.
+    private func peer(_ address: String, _ completion: @Sendable (Result<Revision, WeftError>) -> Void) -> WeftClient? {
+        guard let c = client(address) else {
+            completion(.failure(WeftError(.invalidArgument, "bad peer address '\(address)'")))
+            return nil
+        }
+        return c
     }
 
     private func client(_ address: String) -> WeftClient? {

@@ -18,8 +18,8 @@ public enum ClusterDecision: Sendable {
 /// replication stream from predecessors, and the shard map for clients.
 public protocol ClusterGate: Sendable {
     func decide(_ request: StateRequest, epoch: UInt64) -> ClusterDecision
-    /// nil: the watch may run here.
-    func admitWatch(_ target: WatchTarget, epoch: UInt64) -> WeftError?
+    /// nil: the watch may run here. `shard`: a prefix watch of that shard only.
+    func admitWatch(_ target: WatchTarget, epoch: UInt64, shard: Int?) -> WeftError?
     /// Applies one replication message from a predecessor; completes with the shard's revision
     /// once the change has reached the tail.
     func replicate(_ message: ReplicationMessage, epoch: UInt64, completion: @escaping @Sendable (Result<Revision, WeftError>) -> Void)

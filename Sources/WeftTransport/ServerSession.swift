@@ -155,12 +155,12 @@ final class ServerSession: FrameLinkDelegate {
                     loop.execute { bound.value.complete(id: id, result) }
                 }
             }
-        case .watch(let target, let from, let keysOnly):
-            if let error = shared.cluster?.admitWatch(target, epoch: epoch) {
+        case .watch(let target, let from, let keysOnly, let shard):
+            if let error = shared.cluster?.admitWatch(target, epoch: epoch, shard: shard) {
                 write { $0.writeResponse(id: id, .failure(error)) }
                 return
             }
-            startWatch(id: id, target: target, from: from, keysOnly: keysOnly)
+            startWatch(id: id, target: target, from: from, keysOnly: keysOnly, shard: shard)
         case .cancelWatch(let watchID):
             if let w = watches.removeValue(forKey: watchID) {
                 w.registration.cancel()
@@ -345,7 +345,7 @@ final class ServerSession: FrameLinkDelegate {
         return entries
     }
 
-    private func startWatch(id: UInt64, target: WatchTarget, from: Revision?, keysOnly: Bool) {
+    private func startWatch(id: UInt64, target: WatchTarget, from: Revision?, keysOnly: Bool, shard: Int?) {
         guard let link else { return }
         guard watches[id] == nil else {
             write { $0.writeResponse(id: id, .failure(WeftError(.invalidArgument, "request id \(id) is already a watch"))) }
@@ -361,7 +361,7 @@ final class ServerSession: FrameLinkDelegate {
             watchID: id, eventLoop: link.eventLoop, backlogMax: shared.store.limits.watchBacklogMax,
             handler: NIOLoopBound(self, eventLoop: link.eventLoop))
         do {
-            let registration = try shared.store.watch(target, fromRevision: from, includeValues: !keysOnly, sink: sink)
+            let registration = try shared.store.watch(target, fromRevision: from, includeValues: !keysOnly, sink: sink, shard: shard)
             watches[id] = ActiveWatch(registration: registration, sink: sink)
             write { $0.writeWatchCreated(id: id, startRevision: registration.startRevision) }
         } catch {

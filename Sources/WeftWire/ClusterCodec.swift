@@ -27,6 +27,12 @@ public struct ReplicationMessage: Sendable, Equatable {
         case snapshotDelta
         /// A key of the copy that the receiver should hold at `entry.version` (no value).
         case snapshotKeep
+        /// To the head of a lease's home shard: is lease `revision` (as a bit pattern) live?
+        /// Answered with its TTL in seconds, or `leaseNotFound`.
+        case leaseCheck
+        /// Lease `revision` (as a bit pattern) has ended: the receiver deletes its keys in the
+        /// shards it heads, and answers with how many it deleted.
+        case leaseEnd
     }
 
     public var shard: Int
@@ -64,6 +70,8 @@ extension ReplicationMessage.Kind {
         case .fence: self = .fence
         case .snapshotDelta: self = .snapshotDelta
         case .snapshotKeep: self = .snapshotKeep
+        case .leaseCheck: self = .leaseCheck
+        case .leaseEnd: self = .leaseEnd
         case .unspecified, .UNRECOGNIZED: throw WeftError(.malformedRequest, "replicate carries an unknown kind")
         }
     }
@@ -78,6 +86,8 @@ extension ReplicationMessage.Kind {
         case .fence: .fence
         case .snapshotDelta: .snapshotDelta
         case .snapshotKeep: .snapshotKeep
+        case .leaseCheck: .leaseCheck
+        case .leaseEnd: .leaseEnd
         }
     }
 }
@@ -87,7 +97,7 @@ extension RequestCodec {
         let kind = try ReplicationMessage.Kind(wire: m.kind)
         var entry: KeyValue?
         if m.hasEntry {
-            let key = try StateKey.validate(bytes: m.entry.key, limits: limits)
+            let key = try StateKey.validateReplicated(bytes: m.entry.key, limits: limits)
             let value = try value(frame, limits)
             guard UInt64(value.count) == m.entry.valueLength else {
                 throw WeftError(.malformedRequest, "replicate entry promises \(m.entry.valueLength) bytes, carries \(value.count)")

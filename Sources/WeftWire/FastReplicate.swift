@@ -103,7 +103,7 @@ extension FastDecode {
                     ef[f] = v
                 }
                 do throws(WeftError) {
-                    let keyString = try StateKey.validate(bytes: key ?? UnsafeRawBufferPointer(start: nil, count: 0), limits: limits)
+                    let keyString = try StateKey.validateReplicated(bytes: key ?? UnsafeRawBufferPointer(start: nil, count: 0), limits: limits)
                     let value = try RequestCodec.value(frame, limits)
                     guard UInt64(value.count) == (ef[5] ?? 0) else {
                         return .invalid(id: requestID, WeftError(.malformedRequest, "replicate entry promises \(ef[5] ?? 0) bytes, carries \(value.count)"))

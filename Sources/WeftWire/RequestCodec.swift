@@ -9,7 +9,8 @@ import WeftCore
 /// A request as the server sees it after decoding.
 public enum ServerRequest: Sendable, Equatable {
     case state(StateRequest)
-    case watch(target: WatchTarget, fromRevision: Revision?, keysOnly: Bool)
+    /// `shard`: a prefix watch of that shard only (see `StateStore.watch`).
+    case watch(target: WatchTarget, fromRevision: Revision?, keysOnly: Bool, shard: Int? = nil)
     case cancelWatch(watchID: UInt64)
     /// An instance asks for its next invocation (a long poll).
     case functionNext
@@ -133,7 +134,7 @@ public enum RequestCodec {
             case .prefix(let p): target = .prefix(try StateKey.validatePrefix(bytes: p, limits: limits))
             case nil: throw WeftError(.malformedRequest, "watch names neither a key nor a prefix")
             }
-            return .watch(target: target, fromRevision: w.hasFromRevision ? w.fromRevision : nil, keysOnly: w.keysOnly)
+            return .watch(target: target, fromRevision: w.hasFromRevision ? w.fromRevision : nil, keysOnly: w.keysOnly, shard: w.hasShard ? Int(w.shard) : nil)
         case .cancelWatch(let c):
             return .cancelWatch(watchID: c.watchID)
         case .leaseGrant(let g):
@@ -273,8 +274,9 @@ extension ByteBuffer {
             case .status:
                 r.op = .status(Weft_V1_StatusRequest())
             }
-        case .watch(let target, let from, let keysOnly):
+        case .watch(let target, let from, let keysOnly, let shard):
             var w = Weft_V1_WatchRequest()
+            if let shard { w.shard = UInt32(clamping: shard) }
             switch target {
             case .key(let k): w.target = .key(Data(k.utf8))
             case .prefix(let p): w.target = .prefix(Data(p.utf8))

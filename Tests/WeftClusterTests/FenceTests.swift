@@ -26,13 +26,14 @@ import WeftWire
 
         init() {
             let logger = Logger(label: "fence-test")
-            let replication = Replication(
-                me: "F", shardCount: 1, inner: nil, peers: PeerPool(timeoutMs: 100, logger: logger), cacheLeaseMs: 0, logger: logger)
+            let peers = PeerPool(timeoutMs: 100, logger: logger)
+            let replication = Replication(me: "F", shardCount: 1, inner: nil, peers: peers, cacheLeaseMs: 0, logger: logger)
             let store = MemoryStore(shardCount: 1, changeLog: replication)
             replication.attach(store)
             let log = self.log
+            let leases = ClusterLeases(me: "F", store: store, peers: peers, logger: logger, map: { nil })
             gate = NodeGate(
-                me: "F", store: store, replication: replication, logger: logger,
+                me: "F", store: store, replication: replication, leases: leases, logger: logger,
                 serving: { true }, stale: { _ in }, copied: { _, _ in },
                 broken: { shard, incarnation, _ in log.calls.withLock { $0.append((shard, incarnation)) } })
         }

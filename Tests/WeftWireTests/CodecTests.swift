@@ -62,7 +62,7 @@ struct CodecTests {
             .state(.append(key: "a", bytes: [8, 9])), .state(.add(key: "c", delta: -4)), .state(.delete(key: "a", ifVersion: 2)),
             .state(.list(prefix: "p/", after: "p/a", limit: 10, keysOnly: true)), .state(.leaseGrant(ttlSeconds: 5, id: 0)),
             .state(.leaseKeepAlive(id: 3)), .state(.leaseRevoke(id: 3)), .state(.status),
-            .watch(target: .prefix("p/"), fromRevision: 4, keysOnly: false), .watch(target: .key("k"), fromRevision: nil, keysOnly: true),
+            .watch(target: .prefix("p/"), fromRevision: 4, keysOnly: false), .watch(target: .key("k"), fromRevision: nil, keysOnly: true), .watch(target: .prefix(""), fromRevision: nil, keysOnly: true, shard: 7),
             .cancelWatch(watchID: 9),
         ]
         for (i, r) in requests.enumerated() {

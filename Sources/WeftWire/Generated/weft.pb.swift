@@ -488,6 +488,17 @@ public nonisolated struct Weft_V1_WatchRequest: Sendable {
 
   public var keysOnly: Bool = false
 
+  /// A prefix watch of this shard only (a cluster client watches a prefix shard by shard, each
+  /// at the shard's tail); absent: every shard.
+  public var shard: UInt32 {
+    get {_shard ?? 0}
+    set {_shard = newValue}
+  }
+  /// Returns true if `shard` has been explicitly set.
+  public var hasShard: Bool {self._shard != nil}
+  /// Clears the value of `shard`. Subsequent reads from it will return its default value.
+  public mutating func clearShard() {self._shard = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Target: Equatable, Sendable {
@@ -499,6 +510,7 @@ public nonisolated struct Weft_V1_WatchRequest: Sendable {
   public init() {}
 
   fileprivate var _fromRevision: UInt64? = nil
+  fileprivate var _shard: UInt32? = nil
 }
 
 /// Cancels the watch started by the request with this id.
@@ -1216,6 +1228,12 @@ public nonisolated struct Weft_V1_Replicate: Sendable {
 
     /// --data): it keeps its data and answers with its shard revision
     case snapshotKeep // = 8
+
+    /// to the head of lease `revision`'s home `shard`: is the lease live?
+    case leaseCheck // = 9
+
+    /// Answered with its TTL in seconds, or the error lease_not_found
+    case leaseEnd // = 10
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -1233,6 +1251,8 @@ public nonisolated struct Weft_V1_Replicate: Sendable {
       case 6: self = .fence
       case 7: self = .snapshotDelta
       case 8: self = .snapshotKeep
+      case 9: self = .leaseCheck
+      case 10: self = .leaseEnd
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -1248,6 +1268,8 @@ public nonisolated struct Weft_V1_Replicate: Sendable {
       case .fence: return 6
       case .snapshotDelta: return 7
       case .snapshotKeep: return 8
+      case .leaseCheck: return 9
+      case .leaseEnd: return 10
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -1263,6 +1285,8 @@ public nonisolated struct Weft_V1_Replicate: Sendable {
       .fence,
       .snapshotDelta,
       .snapshotKeep,
+      .leaseCheck,
+      .leaseEnd,
     ]
 
   }
@@ -2093,7 +2117,7 @@ nonisolated extension Weft_V1_ListRequest: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Weft_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WatchRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}prefix\0\u{4}\u{2}from_revision\0\u{3}keys_only\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}prefix\0\u{4}\u{2}from_revision\0\u{3}keys_only\0\u{1}shard\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2119,6 +2143,7 @@ nonisolated extension Weft_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtobuf
       }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self._fromRevision) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.keysOnly) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self._shard) }()
       default: break
       }
     }
@@ -2146,6 +2171,9 @@ nonisolated extension Weft_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtobuf
     if self.keysOnly != false {
       try visitor.visitSingularBoolField(value: self.keysOnly, fieldNumber: 5)
     }
+    try { if let v = self._shard {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2153,6 +2181,7 @@ nonisolated extension Weft_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.target != rhs.target {return false}
     if lhs._fromRevision != rhs._fromRevision {return false}
     if lhs.keysOnly != rhs.keysOnly {return false}
+    if lhs._shard != rhs._shard {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3519,7 +3548,7 @@ nonisolated extension Weft_V1_Replicate: SwiftProtobuf.Message, SwiftProtobuf._M
 }
 
 nonisolated extension Weft_V1_Replicate.Kind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}PUT\0\u{1}DELETE\0\u{1}SNAPSHOT_BEGIN\0\u{1}SNAPSHOT_ENTRY\0\u{1}SNAPSHOT_END\0\u{1}FENCE\0\u{1}SNAPSHOT_DELTA\0\u{1}SNAPSHOT_KEEP\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}PUT\0\u{1}DELETE\0\u{1}SNAPSHOT_BEGIN\0\u{1}SNAPSHOT_ENTRY\0\u{1}SNAPSHOT_END\0\u{1}FENCE\0\u{1}SNAPSHOT_DELTA\0\u{1}SNAPSHOT_KEEP\0\u{1}LEASE_CHECK\0\u{1}LEASE_END\0")
 }
 
 nonisolated extension Weft_V1_Replicated: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
