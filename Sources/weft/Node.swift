@@ -3,12 +3,15 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 import WeftClient
 import WeftCluster
 import WeftCore
 import WeftGateway
+import WeftRuntime
 import WeftStorage
 import WeftTransport
+import WeftWire
 
 /// `weft node`: one member of a replicated cluster.
 struct Node: AsyncParsableCommand {
@@ -22,6 +25,11 @@ struct Node: AsyncParsableCommand {
             the other replicas. With --data DIR it is also written through to LMDB. \
             It prints one JSON line when it serves: {"node": ..., "http": ...}. SIGTERM leaves \
             the cluster (the lease is revoked, so the coordinator moves its shards at once).
+            Functions: each node runs a worker (unless --no-functions, or no sandbox launcher is \
+            found). Functions are deployed as state, so a function deployed through any node runs \
+            on every node; `weft invoke` runs it on the node it is sent to, and its state calls \
+            go to the cluster (routed by the shard map like any client's). State triggers do not \
+            run on cluster nodes yet.
             """)
 
     @Option(name: .long, help: "etcd endpoints, comma-separated (http://HOST:PORT).")
@@ -60,6 +68,15 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: "Event-loop threads (default: one per core). Nodes sharing a machine (Cluster/local, bench --cluster) run better with fewer each.")
     var eventLoops: Int?
 
+    @Flag(name: .long, inversion: .prefixedNo, help: "Run functions (a worker with sandboxed instances) on this node.")
+    var functions = true
+
+    @Option(name: .long, help: "The sandbox launcher (default: weft-launcher next to this executable, or $WEFT_LAUNCHER).")
+    var launcher: String?
+
+    @Option(name: .long, help: "Stop instances idle this many seconds (scale to zero).")
+    var keepAlive: Double = 60
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -97,9 +114,13 @@ struct Node: AsyncParsableCommand {
                     leaseTTLSeconds: leaseTtl, cacheLeaseMs: max(0, cacheLeaseMs)),
                 durable: changeLog, recovered: recovered, logger: logger)
             let group = MultiThreadedEventLoopGroup.singleton
+            let serverLimits = ServerLimits(frames: .forValues(.default))
+            // The worker needs the cluster (its state goes there), which needs the node serving:
+            // until it is made, function requests are answered "not ready".
+            let late = LateFunctions()
             let server = StateServer(
-                store: node.store, group: group, limits: ServerLimits(frames: .forValues(.default)), logger: logger,
-                version: Weft.version, cluster: node.gate)
+                store: node.store, group: group, limits: serverLimits, logger: logger,
+                version: Weft.version, functions: functions ? late : nil, cluster: node.gate)
             let bound = try await server.start(host: host, port: port)
             var health: NodeHTTP? = nil
             var httpShown = ""
@@ -110,13 +131,69 @@ struct Node: AsyncParsableCommand {
                 httpShown = "\(h):\(boundHTTP)"
             }
             try await node.start()
-            Output.json(["node": nodeID, "address": "\(bound)", "http": httpShown])
+            var worker: Worker?
+            var stateClient: WeftClient?
+            if functions {
+                // Through this node: the client learns the map here and routes by it.
+                let client = try await WeftClient.connect(address: advertised, transport: .tcp)
+                stateClient = client
+                worker = makeWorker(
+                    store: ClientBackedStore(client: client), launcher: launcher, keepAlive: keepAlive,
+                    hiddenPaths: data.map { [$0] } ?? [], group: group, serverLimits: serverLimits, logger: logger)
+                late.set(worker.map { ClientInvokeHandler(worker: $0, tenant: "admin") })
+            }
+            Output.json(["node": nodeID, "address": "\(bound)", "http": httpShown, "functions": worker != nil] as [String: Any])
             await waitForTerminationSignal()
             logger.info("leaving the cluster")
+            await worker?.shutdown()
+            if worker != nil { try? FileManager.default.removeItem(atPath: Up.codeDirectory(pid: getpid())) }
+            await stateClient?.close()
             await node.stop()
             await health?.stop()
             await server.stop()
             changeLog?.close()
         }
+    }
+}
+
+/// A node's function requests before its worker exists (the node is joining the cluster), and
+/// after: the worker's, or "this node runs no functions" when it could not be made.
+final class LateFunctions: FunctionRequestHandler {
+    /// nil until `set`; then the worker's handler, or nil if there is no worker.
+    private let state = Mutex<(any FunctionRequestHandler)??>(nil)
+
+    func set(_ h: (any FunctionRequestHandler)?) {
+        state.withLock { $0 = .some(h) }
+    }
+
+    /// The handler, or why there is none.
+    private func current() -> Result<any FunctionRequestHandler, WeftError> {
+        switch state.withLock({ $0 }) {
+        case .none: .failure(WeftError(.unavailable, "this node is still joining the cluster; its functions are not ready"))
+        case .some(.none): .failure(WeftError(.unavailable, "this node runs no functions (the sandbox launcher was not found)"))
+        case .some(.some(let h)): .success(h)
+        }
+    }
+
+    func next(completion: @escaping @Sendable (Result<FunctionInvocation, WeftError>) -> Void) {
+        switch current() {
+        case .success(let h): h.next(completion: completion)
+        case .failure(let e): completion(.failure(e))
+        }
+    }
+
+    func result(invocationID: String, output: [UInt8], error: WeftError?) {
+        try? current().get().result(invocationID: invocationID, output: output, error: error)
+    }
+
+    func invoke(function: String, input: [UInt8], async: Bool, completion: @escaping @Sendable (Result<(String, [UInt8]), WeftError>) -> Void) {
+        switch current() {
+        case .success(let h): h.invoke(function: function, input: input, async: async, completion: completion)
+        case .failure(let e): completion(.failure(e))
+        }
+    }
+
+    func closed() {
+        try? current().get().closed()
     }
 }

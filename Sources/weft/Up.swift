@@ -112,7 +112,9 @@ struct Up: AsyncParsableCommand {
             let store = MemoryStore(limits: limits, changeLog: changeLog, recovered: recovered)
             let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
             let serverLimits = ServerLimits(connectionsMax: maxConnections, frames: .forValues(limits))
-            let worker = functions ? makeWorker(store: store, group: group, serverLimits: serverLimits, logger: logger) : nil
+            let worker = functions
+                ? makeWorker(store: store, launcher: launcher, keepAlive: keepAlive, hiddenPaths: data.map { [$0] } ?? [], group: group, serverLimits: serverLimits, logger: logger)
+                : nil
             let server = StateServer(
                 store: store, group: group, limits: serverLimits, logger: logger, version: Weft.version,
                 functions: worker.map { ClientInvokeHandler(worker: $0, tenant: "admin") })
@@ -207,24 +209,26 @@ struct Up: AsyncParsableCommand {
     }
 }
 
-extension Up {
-    /// The worker, or nil (with a warning) when the sandbox launcher cannot be found: the node
-    /// then serves state only, and function requests are answered "this server runs no functions".
-    func makeWorker(store: MemoryStore, group: any EventLoopGroup, serverLimits: ServerLimits, logger: Logger) -> Worker? {
-        do {
-            let sandbox = try SandboxLauncher.locate(explicit: launcher)
-            // Under /tmp: each instance's private /tmp hides every other function's code.
-            Self.removeStaleCodeDirectories()
-            var options = Worker.Options(codeDirectory: Self.codeDirectory(pid: getpid()))
-            options.keepAliveMs = Int(keepAlive * 1000)
-            if let data { options.hiddenPaths = [data] }
-            let worker = try Worker(store: store, launcher: sandbox, group: group, options: options, serverLimits: serverLimits, logger: logger)
-            logger.info("functions enabled", metadata: ["launcher": "\(sandbox.path)"])
-            return worker
-        } catch {
-            logger.warning("functions disabled: \(error)")
-            return nil
-        }
+/// The worker of `weft up` and `weft node`, or nil (with a warning) when the sandbox launcher
+/// cannot be found: the node then serves state only, and function requests are answered "this
+/// server runs no functions". `hiddenPaths` (the node's data directory) stay out of sandboxes.
+func makeWorker(
+    store: any StateStore, launcher: String?, keepAlive: Double, hiddenPaths: [String],
+    group: any EventLoopGroup, serverLimits: ServerLimits, logger: Logger
+) -> Worker? {
+    do {
+        let sandbox = try SandboxLauncher.locate(explicit: launcher)
+        // Under /tmp: each instance's private /tmp hides every other function's code.
+        Up.removeStaleCodeDirectories()
+        var options = Worker.Options(codeDirectory: Up.codeDirectory(pid: getpid()))
+        options.keepAliveMs = Int(keepAlive * 1000)
+        options.hiddenPaths = hiddenPaths
+        let worker = try Worker(store: store, launcher: sandbox, group: group, options: options, serverLimits: serverLimits, logger: logger)
+        logger.info("functions enabled", metadata: ["launcher": "\(sandbox.path)"])
+        return worker
+    } catch {
+        logger.warning("functions disabled: \(error)")
+        return nil
     }
 }
 
