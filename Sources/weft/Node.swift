@@ -68,14 +68,7 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: "Event-loop threads (default: one per core). Nodes sharing a machine (Cluster/local, bench --cluster) run better with fewer each.")
     var eventLoops: Int?
 
-    @Flag(name: .long, inversion: .prefixedNo, help: "Run functions (a worker with sandboxed instances) on this node.")
-    var functions = true
-
-    @Option(name: .long, help: "The sandbox launcher (default: weft-launcher next to this executable, or $WEFT_LAUNCHER).")
-    var launcher: String?
-
-    @Option(name: .long, help: "Stop instances idle this many seconds (scale to zero).")
-    var keepAlive: Double = 60
+    @OptionGroup var workerOptions: WorkerOptions
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -120,7 +113,7 @@ struct Node: AsyncParsableCommand {
             let late = LateFunctions()
             let server = StateServer(
                 store: node.store, group: group, limits: serverLimits, logger: logger,
-                version: Weft.version, functions: functions ? late : nil, cluster: node.gate)
+                version: Weft.version, functions: workerOptions.functions ? late : nil, cluster: node.gate)
             let bound = try await server.start(host: host, port: port)
             var health: NodeHTTP? = nil
             var httpShown = ""
@@ -133,13 +126,12 @@ struct Node: AsyncParsableCommand {
             try await node.start()
             var worker: Worker?
             var stateClient: WeftClient?
-            if functions {
+            if workerOptions.functions {
                 // Through this node: the client learns the map here and routes by it.
                 let client = try await WeftClient.connect(address: advertised, transport: .tcp)
                 stateClient = client
-                worker = makeWorker(
-                    store: ClientBackedStore(client: client), launcher: launcher, keepAlive: keepAlive,
-                    hiddenPaths: data.map { [$0] } ?? [], group: group, serverLimits: serverLimits, logger: logger)
+                worker = workerOptions.make(
+                    store: ClientBackedStore(client: client), hiddenPaths: data.map { [$0] } ?? [], group: group, serverLimits: serverLimits, logger: logger)
                 late.set(worker.map { ClientInvokeHandler(worker: $0, tenant: "admin") })
             }
             Output.json(["node": nodeID, "address": "\(bound)", "http": httpShown, "functions": worker != nil] as [String: Any])

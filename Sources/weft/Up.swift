@@ -55,14 +55,7 @@ struct Up: AsyncParsableCommand {
     @Option(name: .long, help: "libfabric provider (default: $FI_PROVIDER, else 'tcp' for --transport fabric, 'verbs' for rdma).")
     var fabricProvider: String?
 
-    @Flag(name: .long, inversion: .prefixedNo, help: "Run functions (a worker with sandboxed instances) next to the state.")
-    var functions = true
-
-    @Option(name: .long, help: "The sandbox launcher (default: weft-launcher next to this executable, or $WEFT_LAUNCHER).")
-    var launcher: String?
-
-    @Option(name: .long, help: "Stop instances idle this many seconds (scale to zero).")
-    var keepAlive: Double = 60
+    @OptionGroup var workerOptions: WorkerOptions
 
     @Option(name: .long, help: "HTTP API address HOST:PORT, or 'off' (default: the --listen host, its port + 80; port 0 if --listen has port 0).")
     var http: String?
@@ -112,9 +105,7 @@ struct Up: AsyncParsableCommand {
             let store = MemoryStore(limits: limits, changeLog: changeLog, recovered: recovered)
             let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
             let serverLimits = ServerLimits(connectionsMax: maxConnections, frames: .forValues(limits))
-            let worker = functions
-                ? makeWorker(store: store, launcher: launcher, keepAlive: keepAlive, hiddenPaths: data.map { [$0] } ?? [], group: group, serverLimits: serverLimits, logger: logger)
-                : nil
+            let worker = workerOptions.make(store: store, hiddenPaths: data.map { [$0] } ?? [], group: group, serverLimits: serverLimits, logger: logger)
             let server = StateServer(
                 store: store, group: group, limits: serverLimits, logger: logger, version: Weft.version,
                 functions: worker.map { ClientInvokeHandler(worker: $0, tenant: "admin") })
@@ -209,26 +200,37 @@ struct Up: AsyncParsableCommand {
     }
 }
 
-/// The worker of `weft up` and `weft node`, or nil (with a warning) when the sandbox launcher
-/// cannot be found: the node then serves state only, and function requests are answered "this
-/// server runs no functions". `hiddenPaths` (the node's data directory) stay out of sandboxes.
-func makeWorker(
-    store: any StateStore, launcher: String?, keepAlive: Double, hiddenPaths: [String],
-    group: any EventLoopGroup, serverLimits: ServerLimits, logger: Logger
-) -> Worker? {
-    do {
-        let sandbox = try SandboxLauncher.locate(explicit: launcher)
-        // Under /tmp: each instance's private /tmp hides every other function's code.
-        Up.removeStaleCodeDirectories()
-        var options = Worker.Options(codeDirectory: Up.codeDirectory(pid: getpid()))
-        options.keepAliveMs = Int(keepAlive * 1000)
-        options.hiddenPaths = hiddenPaths
-        let worker = try Worker(store: store, launcher: sandbox, group: group, options: options, serverLimits: serverLimits, logger: logger)
-        logger.info("functions enabled", metadata: ["launcher": "\(sandbox.path)"])
-        return worker
-    } catch {
-        logger.warning("functions disabled: \(error)")
-        return nil
+/// The worker options of `weft up` and `weft node`.
+struct WorkerOptions: ParsableArguments {
+    @Flag(name: .long, inversion: .prefixedNo, help: "Run functions (a worker with sandboxed instances) on this node.")
+    var functions = true
+
+    @Option(name: .long, help: "The sandbox launcher (default: weft-launcher next to this executable, or $WEFT_LAUNCHER).")
+    var launcher: String?
+
+    @Option(name: .long, help: "Stop instances idle this many seconds (scale to zero).")
+    var keepAlive: Double = 60
+
+    /// The worker; nil without --functions, or (with a warning) when the sandbox launcher
+    /// cannot be found: the node then serves state only, and function requests are answered
+    /// "this server runs no functions". `hiddenPaths` (the node's data directory) stay out of
+    /// sandboxes.
+    func make(store: any StateStore, hiddenPaths: [String], group: any EventLoopGroup, serverLimits: ServerLimits, logger: Logger) -> Worker? {
+        guard functions else { return nil }
+        do {
+            let sandbox = try SandboxLauncher.locate(explicit: launcher)
+            // Under /tmp: each instance's private /tmp hides every other function's code.
+            Up.removeStaleCodeDirectories()
+            var options = Worker.Options(codeDirectory: Up.codeDirectory(pid: getpid()))
+            options.keepAliveMs = Int(keepAlive * 1000)
+            options.hiddenPaths = hiddenPaths
+            let worker = try Worker(store: store, launcher: sandbox, group: group, options: options, serverLimits: serverLimits, logger: logger)
+            logger.info("functions enabled", metadata: ["launcher": "\(sandbox.path)"])
+            return worker
+        } catch {
+            logger.warning("functions disabled: \(error)")
+            return nil
+        }
     }
 }
 
