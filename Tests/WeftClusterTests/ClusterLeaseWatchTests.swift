@@ -175,6 +175,46 @@ import WeftTestKit
         await client.close()
     }
 
+    /// With --data, leases are on disk like keys: after every node is killed and restarted, a
+    /// lease still kept alive keeps its keys, and one no longer kept alive ends with its keys.
+    @Test func leasesSurviveAWholeClusterRestart() async throws {
+        let cluster = try await LocalCluster.start(
+            weftBinary: WeftExecutable.path, options: .init(nodes: 3, replicas: 3, shards: 16, leaseTTLSeconds: 1, durable: true, logLevel: "info"))
+        defer { cluster.stop() }
+        var client = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 20_000))
+        try await client.awaitSettled(nodes: 3, timeoutMs: 120_000)
+        func grant(_ ttl: Int64) async throws -> LeaseID {
+            guard case .lease(let id, _) = try await client.execute(.leaseGrant(ttlSeconds: ttl)) else { throw WeftError(.internalError, "no lease") }
+            return id
+        }
+        let kept = try await grant(4)
+        let dropped = try await grant(4)
+        for i in 0..<8 {
+            _ = try await client.execute(.put(key: "kept/\(i)", value: [1], lease: kept))
+            _ = try await client.execute(.put(key: "dropped/\(i)", value: [2], lease: dropped))
+        }
+        for i in 0..<3 { cluster.kill9(i) }
+        await client.close()
+        for i in 0..<3 { try cluster.start(i) }
+        for i in 0..<3 { try await cluster.waitReady(i, seconds: 30) }
+        client = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 20_000))
+        try await client.awaitSettled(nodes: 3, timeoutMs: 120_000)
+        func count(_ prefix: String) async throws -> Int {
+            guard case .list(let entries, _, _) = try await client.execute(.list(prefix: prefix, after: nil, limit: 100, keysOnly: true)) else { return -1 }
+            return entries.count
+        }
+        #expect(try await count("kept/") == 8)
+        // Keep one alive; the other runs out (its clock restarted with the cluster).
+        let end = ContinuousClock.now + .seconds(9)
+        while ContinuousClock.now < end {
+            _ = try await client.execute(.leaseKeepAlive(id: kept))
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(try await count("kept/") == 8, "keys of a lease kept alive across the restart went")
+        #expect(try await count("dropped/") == 0, "keys of a lease nobody kept alive outlived it")
+        await client.close()
+    }
+
     @Test func bringUpExampleRunsAgainstACluster() async throws {
         let (cluster, client) = try await Self.start()
         defer { cluster.stop() }
