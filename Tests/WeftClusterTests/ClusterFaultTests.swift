@@ -70,6 +70,23 @@ import WeftTestKit
         let admin = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 2_000, requestTimeoutMs: 1_000))
         try await settle(admin, nodes: 3)
 
+        // A lease kept alive through every fault keeps its keys: no failover of its home, no
+        // sweep and no restart may end it while it is kept alive.
+        let holder = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 3_000, requestTimeoutMs: 1_000))
+        guard case .lease(let held, _) = try await holder.execute(.leaseGrant(ttlSeconds: 10)) else { throw WeftError(.internalError, "no lease") }
+        let heldKeys = (0..<8).map { "held/\($0)" }
+        for key in heldKeys { _ = try await holder.execute(.put(key: key, value: [1], lease: held)) }
+        let keeper = Task {
+            while !Task.isCancelled {
+                do throws(WeftError) {
+                    _ = try await holder.execute(.leaseKeepAlive(id: held))
+                } catch {
+                    if error.code == .leaseNotFound { Issue.record("the lease ended while it was kept alive (seed \(seed))") }
+                }
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+
         let recorder = HistoryRecorder()
         let end = ContinuousClock.now + .seconds(Int64(seconds))
         let ops = Counter()
@@ -160,6 +177,12 @@ import WeftTestKit
         }
         let final = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(deadlineMs: 20_000))
         try await settle(final, nodes: 3)
+        guard case .list(let stillHeld, _, _) = try await final.execute(.list(prefix: "held/", after: nil, limit: 100, keysOnly: true)) else {
+            throw WeftError(.internalError, "no list")
+        }
+        keeper.cancel()
+        await holder.close()
+        #expect(stillHeld.map(\.key) == heldKeys, "keys of a lease kept alive went missing (seed \(seed))")
         var finalReads: [String: FinalRead] = [:]
         var history = recorder.history()
         for key in Self.keys {
