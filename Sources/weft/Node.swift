@@ -30,6 +30,9 @@ struct Node: AsyncParsableCommand {
             on every node; `weft invoke` runs it on the node it is sent to, and its state calls \
             go to the cluster (routed by the shard map like any client's). State triggers do not \
             run on cluster nodes yet.
+            --gateway HOST:PORT serves the HTTP API (state, functions, tokens, /metrics) on this \
+            node, over the cluster's state; its admin token is written to --token-file. Its \
+            /v1/watch is not available on a cluster node yet.
             """)
 
     @Option(name: .long, help: "etcd endpoints, comma-separated (http://HOST:PORT).")
@@ -69,6 +72,12 @@ struct Node: AsyncParsableCommand {
     var eventLoops: Int?
 
     @OptionGroup var workerOptions: WorkerOptions
+
+    @Option(name: .long, help: "HTTP API address HOST:PORT (port 0: any free port), or 'off'.")
+    var gateway = "off"
+
+    @Option(name: .long, help: "Where the gateway writes its admin token (default: DIR/admin.token with --data, else /tmp/weft-admin-PORT.token).")
+    var tokenFile: String?
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -123,20 +132,34 @@ struct Node: AsyncParsableCommand {
                 health = n
                 httpShown = "\(h):\(boundHTTP)"
             }
+            let gatewayAddress = gateway == "off" ? nil : try WeftClient.parseAddress(gateway, allowAnyPort: true)
             try await node.start()
             var worker: Worker?
             var stateClient: WeftClient?
-            if workerOptions.functions {
+            var gatewayServer: Gateway?
+            var gatewayShown = ""
+            if workerOptions.functions || gatewayAddress != nil {
                 // Through this node: the client learns the map here and routes by it.
                 let client = try await WeftClient.connect(address: advertised, transport: .tcp)
                 stateClient = client
+                let clusterState = ClientBackedStore(client: client)
                 worker = workerOptions.make(
-                    store: ClientBackedStore(client: client), hiddenPaths: data.map { [$0] } ?? [], group: group, serverLimits: serverLimits, logger: logger)
+                    store: clusterState, hiddenPaths: data.map { [$0] } ?? [], group: group, serverLimits: serverLimits, logger: logger)
                 late.set(worker.map { ClientInvokeHandler(worker: $0, tenant: "admin") })
+                if let (gatewayHost, gatewayPort) = gatewayAddress {
+                    let g = Gateway(store: clusterState, functions: worker.map { $0 as any FunctionService } ?? NoFunctions(), logger: logger)
+                    let path = tokenFile ?? data.map { "\($0)/admin.token" } ?? "/tmp/weft-admin-\(port).token"
+                    _ = try await Gateway.bootstrapAdminToken(store: clusterState, path: path)
+                    let boundGateway = try await g.start(host: gatewayHost, port: gatewayPort)
+                    gatewayServer = g
+                    gatewayShown = "\(boundGateway.host):\(boundGateway.port)"
+                    logger.info("HTTP API", metadata: ["address": "\(gatewayShown)", "adminTokenFile": "\(path)"])
+                }
             }
-            Output.json(["node": nodeID, "address": "\(bound)", "http": httpShown, "functions": worker != nil] as [String: Any])
+            Output.json(["node": nodeID, "address": "\(bound)", "http": httpShown, "gateway": gatewayShown, "functions": worker != nil] as [String: Any])
             await waitForTerminationSignal()
             logger.info("leaving the cluster")
+            await gatewayServer?.stop()
             await worker?.shutdown()
             if worker != nil { try? FileManager.default.removeItem(atPath: Up.codeDirectory(pid: getpid())) }
             await stateClient?.close()

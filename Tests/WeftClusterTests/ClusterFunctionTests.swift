@@ -13,9 +13,14 @@ import WeftTestKit
 
     /// Runs the `weft` CLI against `server`; its exit status and standard output.
     static func weft(_ args: [String], server: String) async throws -> (status: Int32, stdout: String) {
+        try await run(WeftExecutable.path, args + ["--server", server])
+    }
+
+    /// Runs a program to its end (at most 60 s); its exit status and standard output.
+    static func run(_ executable: String, _ args: [String]) async throws -> (status: Int32, stdout: String) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: WeftExecutable.path)
-        p.arguments = args + ["--server", server]
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = args
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
@@ -52,5 +57,42 @@ import WeftTestKit
         #expect(counts.sorted() == Array(1...9), "increments lost or failed: \(counts.sorted())")
         let unknown = try await Self.weft(["invoke", "nosuch", "x"], server: nodes[0])
         #expect(unknown.status != 0)
+    }
+
+    /// `--gateway`: each node serves the HTTP API over the cluster's state; a value put through
+    /// one node's API is read through another's, and functions are invoked over HTTP.
+    @Test func theHTTPAPIServesTheClustersStateOnEveryNode() async throws {
+        var options = LocalCluster.Options(nodes: 3, replicas: 3, shards: 16, leaseTTLSeconds: 1, logLevel: "info")
+        options.extraArguments = ["--gateway", "127.0.0.1:0"]
+        let cluster = try await LocalCluster.start(weftBinary: WeftExecutable.path, options: options)
+        defer { cluster.stop() }
+        let admin = try await ClusterClient.connect(seeds: cluster.addresses)
+        try await admin.awaitSettled(nodes: 3, timeoutMs: 120_000)
+        await admin.close()
+        func gateway(_ i: Int) throws -> (url: String, token: String) {
+            let out = try String(contentsOfFile: cluster.directory + "/node\(i).out", encoding: .utf8)
+            let line = try #require(out.split(separator: "\n").last)
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let address = try #require(json["gateway"] as? String)
+            let port = try #require(cluster.addresses[i].split(separator: ":").last)
+            let token = try String(contentsOfFile: "/tmp/weft-admin-\(port).token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            return ("http://\(address)", token)
+        }
+        func curl(_ args: [String]) async throws -> (status: Int32, body: String) {
+            let (status, body) = try await Self.run("/usr/bin/curl", ["-sS", "--max-time", "20"] + args)
+            return (status, body)
+        }
+        let (first, firstToken) = try gateway(0)
+        let (second, secondToken) = try gateway(2)
+        let put = try await curl(["-X", "PUT", "-H", "Authorization: Bearer \(firstToken)", "--data-binary", "through node 0", "\(first)/v1/state/greeting", "-o", "/dev/null", "-w", "%{http_code}"])
+        #expect(put.body == "200" || put.body == "201", "PUT answered \(put)")
+        let get = try await curl(["-H", "Authorization: Bearer \(secondToken)", "\(second)/v1/state/greeting"])
+        #expect(get.body == "through node 0")
+
+        #expect(try await Self.weft(["deploy", "hello", Self.product("hello"), "--memory", "96"], server: cluster.addresses[1]).status == 0)
+        let invoked = try await curl(["-H", "Authorization: Bearer \(secondToken)", "--data-binary", "gateway", "\(second)/v1/functions/hello/invoke"])
+        #expect(invoked.body.contains("hello, gateway"), "invoke answered \(invoked)")
+        let unauthorized = try await curl(["\(first)/v1/state/greeting", "-o", "/dev/null", "-w", "%{http_code}"])
+        #expect(unauthorized.body == "401")
     }
 }
