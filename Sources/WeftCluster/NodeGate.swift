@@ -160,6 +160,14 @@ public final class NodeGate: ClusterGate, Sendable {
             }
         case .list(let prefix, let after, let limit, let keysOnly):
             let me = self.me
+            // A cluster client lists every tail of its map: a node on another map, or a tail not
+            // yet fenced in, would silently leave shards out. It is told to retry instead.
+            if epoch != 0 && epoch != map.epoch {
+                return .answer(.failure(WeftError(.wrongEpoch, "node \(me) serves epoch \(map.epoch), the list was for \(epoch)")))
+            }
+            if let s = (0..<map.shardCount).first(where: { map.tail($0) == me && !readable[$0] }) {
+                return .answer(.failure(WeftError(.wrongEpoch, "node \(me) became the tail of shard \(s) and waits for its predecessor to fence it in")))
+            }
             return .answer(Result { () throws(WeftError) in
                 try store.list(prefix: prefix, after: after, limit: limit, keysOnly: keysOnly) { s in
                     s < map.shardCount && map.tail(s) == me && readable[s]
