@@ -253,11 +253,16 @@ struct SandboxTests {
     @Test("killing the launcher kills the whole instance")
     func launcherKilled() async throws {
         let p = try Fixture.launcher.spawn(Fixture.spec("sleepers", "5"))
-        try await Fixture.sleepMs(300)
-        var pids: [Int32] = [p.report.initPID]
-        for path in p.report.cgroupPaths where path.contains("/pids/") || p.report.cgroup.hasPrefix("v2") {
-            let listed = Fixture.readText(path + "/cgroup.procs") ?? ""
-            pids += listed.split(separator: "\n").compactMap { Int32($0) }
+        // Until the function has started its five children (a loaded machine takes a while).
+        var pids: [Int32] = []
+        for _ in 0..<100 {
+            pids = [p.report.initPID]
+            for path in p.report.cgroupPaths where path.contains("/pids/") || p.report.cgroup.hasPrefix("v2") {
+                let listed = Fixture.readText(path + "/cgroup.procs") ?? ""
+                pids += listed.split(separator: "\n").compactMap { Int32($0) }
+            }
+            if !p.report.hasCgroup || pids.count >= 7 { break }
+            try await Fixture.sleepMs(50)
         }
         #expect(kill(p.pid, SIGKILL) == 0)
         _ = try await Fixture.wait(p, timeout: .seconds(5))
