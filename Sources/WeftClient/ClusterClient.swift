@@ -38,6 +38,10 @@ public final class ClusterClient: Sendable {
     private let clients = Mutex<[String: WeftClient]>([:])
     private let refreshing = Mutex<Task<Void, Never>?>(nil)
     private let cache: ValueCache?
+    private let closed = Atomic<Bool>(false)
+
+    /// True once `close` was called: nothing is sent any more (watches end).
+    public var isClosed: Bool { closed.load(ordering: .acquiring) }
 
     private init(seeds: [String], options: Options) {
         self.seeds = seeds
@@ -64,6 +68,7 @@ public final class ClusterClient: Sendable {
     public var map: ShardMap? { current.withLock { $0 } }
 
     public func close() async {
+        closed.store(true, ordering: .releasing)
         let all = clients.withLock { c in
             defer { c.removeAll() }
             return Array(c.values)
@@ -74,6 +79,7 @@ public final class ClusterClient: Sendable {
     // MARK: routing
 
     func client(_ address: String) throws(WeftError) -> WeftClient {
+        guard !isClosed else { throw WeftError(.cancelled, "the cluster client is closed") }
         if let c = clients.withLock({ $0[address] }) { return c }
         let (host, port) = try WeftClient.parseAddress(address)
         let made = WeftClient.lazy(

