@@ -155,7 +155,7 @@ public final class ClusterClient: Sendable {
                     try await c.ensureConnected()
                 } catch {
                     lastError = error
-                    guard ContinuousClock.now < deadline else { throw lastError }
+                    guard ContinuousClock.now < deadline, !isClosed else { throw lastError }
                     try? await Task.sleep(for: .milliseconds(delayMs))
                     delayMs = min(delayMs * 2, 200)
                     await refresh()
