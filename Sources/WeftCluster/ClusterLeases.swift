@@ -262,22 +262,25 @@ final class ClusterLeases: Sendable {
             }
             records = found
         }
-        let (due, sweep) = state.withLock { s -> ([LeaseID], Bool) in
+        let (due, sweep, started) = state.withLock { s -> ([LeaseID], Bool, [LeaseID]) in
+            var started: [LeaseID] = []
             if let records {
-                let started = records.keys.filter { s.deadlines[$0] == nil && map.head(map.home(ofLease: $0)) == me }
-                if !started.isEmpty {
-                    self.logger.debug("lease clocks started as the home's head", metadata: ["leases": "\(started)", "epoch": "\(map.epoch)"])
-                }
                 s.scannedEpoch = map.epoch
                 // Leases homed in shards another node heads now are its to keep. (Not "leases
                 // without a record in the scan": one granted since then has its clock already.)
                 s.deadlines = s.deadlines.filter { map.head(map.home(ofLease: $0.key)) == me }
-                for (id, ttl) in records where s.deadlines[id] == nil { s.deadlines[id] = now + ttl * 1000 }
+                for (id, ttl) in records where s.deadlines[id] == nil {
+                    s.deadlines[id] = now + ttl * 1000
+                    started.append(id)
+                }
             }
             let due = s.deadlines.filter { $0.value <= now && !s.ending.contains($0.key) }.map(\.key)
             let sweep = now - s.lastSweepMs >= Self.sweepMs
             if sweep { s.lastSweepMs = now }
-            return (due, sweep)
+            return (due, sweep, started)
+        }
+        if !started.isEmpty {
+            logger.debug("lease clocks started as the home's head", metadata: ["leases": "\(started)", "epoch": "\(map.epoch)"])
         }
         for id in due {
             logger.debug("lease expired", metadata: ["lease": "\(id)"])

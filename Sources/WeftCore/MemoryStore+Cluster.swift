@@ -9,15 +9,7 @@ extension MemoryStore {
     /// Puts a record (an internal key, which `execute` refuses); `ifVersion` as for `put`.
     public func putRecord(_ key: String, value: [UInt8], ifVersion: Revision?, completion: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void) {
         precondition(InternalKeys.isInternal(key), "not an internal key")
-        mutate(key, completion: completion, validated: true) { (state, byteKey, takeRevision) throws(WeftError) in
-            let old = state.entries[byteKey]
-            if let ifVersion, ifVersion != (old?.version ?? 0) { throw .versionMismatch(key, expected: ifVersion, actual: old?.version ?? 0) }
-            let revision = takeRevision()
-            let entry = StoredEntry(value: value, version: revision, createRevision: old?.createRevision ?? revision, lease: 0)
-            state.entries[byteKey] = entry
-            state.valueBytes += value.count - (old?.value.count ?? 0)
-            return .put(entry.keyValue(key), response: .written(version: revision, length: UInt64(value.count)))
-        }
+        put(key, value: value, ifVersion: ifVersion, lease: 0, validated: true, completion: completion)
     }
 
     /// Deletes a record; `notFound` if it is absent.

@@ -12,8 +12,9 @@ struct AppliedMutation: Sendable {
 extension MemoryStore {
     typealias Completion = @Sendable (Result<StateResponse, WeftError>) -> Void
 
-    func put(_ key: String, value: [UInt8], ifVersion: Revision?, lease: LeaseID, completion: @escaping Completion) {
-        mutate(key, completion: completion) { (state, byteKey, takeRevision) throws(WeftError) in
+    /// `validated`: the key is known good (a system record's, which `StateKey` would refuse).
+    func put(_ key: String, value: [UInt8], ifVersion: Revision?, lease: LeaseID, validated: Bool = false, completion: @escaping Completion) {
+        mutate(key, completion: completion, validated: validated) { (state, byteKey, takeRevision) throws(WeftError) in
             try checkSize(value.count, key: key)
             let old = state.entries[byteKey]
             try checkVersion(ifVersion, key: key, actual: old?.version ?? 0)
