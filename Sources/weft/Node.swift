@@ -139,8 +139,7 @@ struct Node: AsyncParsableCommand {
             var gatewayServer: Gateway?
             var gatewayShown = ""
             if workerOptions.functions || gatewayAddress != nil {
-                // Through this node: the client learns the map here and routes by it.
-                let client = try await WeftClient.connect(address: advertised, transport: .tcp)
+                let client = await Self.clusterClient(through: advertised, logger: logger)
                 stateClient = client
                 let clusterState = ClientBackedStore(client: client)
                 worker = workerOptions.make(
@@ -167,6 +166,27 @@ struct Node: AsyncParsableCommand {
             await health?.stop()
             await server.stop()
             changeLog?.close()
+        }
+    }
+}
+
+extension Node {
+    /// A client of the cluster through this node (it learns the map here and routes by it).
+    /// A new cluster may not have published its first map yet: tried again until it works.
+    static func clusterClient(through address: String, logger: Logger) async -> WeftClient {
+        var attempts = 0
+        while true {
+            attempts += 1
+            do {
+                let client = try await WeftClient.connect(address: address, transport: .tcp)
+                if client.isClustered { return client }
+                await client.close()
+            } catch {
+                if attempts % 10 == 1 {
+                    logger.warning("functions and the HTTP API wait for the cluster's shard map", metadata: ["error": "\(error)"])
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(500))
         }
     }
 }
