@@ -148,7 +148,7 @@ struct Node: AsyncParsableCommand {
                 if let (gatewayHost, gatewayPort) = gatewayAddress {
                     let g = Gateway(store: clusterState, functions: worker.map { $0 as any FunctionService } ?? NoFunctions(), logger: logger)
                     let path = tokenFile ?? data.map { "\($0)/admin.token" } ?? "/tmp/weft-admin-\(port).token"
-                    _ = try await Gateway.bootstrapAdminToken(store: clusterState, path: path)
+                    try await Self.storeAdminToken(in: clusterState, path: path, logger: logger)
                     let boundGateway = try await g.start(host: gatewayHost, port: gatewayPort)
                     gatewayServer = g
                     gatewayShown = "\(boundGateway.host):\(boundGateway.port)"
@@ -171,6 +171,25 @@ struct Node: AsyncParsableCommand {
 }
 
 extension Node {
+    /// Writes the gateway's admin token (its hash is state): a cluster still settling is
+    /// waited for, not a reason to exit.
+    static func storeAdminToken(in store: any StateStore, path: String, logger: Logger) async throws(WeftError) {
+        var attempts = 0
+        while true {
+            attempts += 1
+            let failure: WeftError
+            do {
+                _ = try await Gateway.bootstrapAdminToken(store: store, path: path)
+                return
+            } catch {
+                failure = error
+            }
+            guard [.unavailable, .timeout, .wrongEpoch].contains(failure.code) else { throw failure }
+            if attempts % 10 == 1 { logger.warning("the HTTP API waits to store its admin token", metadata: ["error": "\(failure)"]) }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
     /// A client of the cluster through this node (it learns the map here and routes by it).
     /// A new cluster may not have published its first map yet: tried again until it works.
     static func clusterClient(through address: String, logger: Logger) async -> WeftClient {
