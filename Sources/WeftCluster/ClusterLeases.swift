@@ -220,16 +220,8 @@ final class ClusterLeases: Sendable {
 
     private func broadcastEnd(_ id: LeaseID, map: ShardMap, completion: @escaping @Sendable (Int) -> Void) {
         let others = map.nodes.filter { $0.key != me }.map(\.value.address)
-        let tally = Mutex((left: others.count + 1, deleted: 0))
-        let add: @Sendable (Int) -> Void = { n in
-            let done: Int? = tally.withLock { t in
-                t.left -= 1
-                t.deleted += n
-                return t.left == 0 ? t.deleted : nil
-            }
-            if let done { completion(done) }
-        }
-        endHere(id, completion: add)
+        let tally = Tally(expecting: others.count + 1, done: completion)
+        endHere(id, completion: tally.add)
         let message = ReplicationMessage(shard: 0, from: me, kind: .leaseEnd, revision: UInt64(bitPattern: id))
         for address in others {
             peers.call(message, to: address, epoch: map.epoch) { result in
@@ -237,7 +229,7 @@ final class ClusterLeases: Sendable {
                     // Its sweep finds the lease gone within a second of serving again.
                     self.logger.debug("lease end not delivered", metadata: ["lease": "\(id)", "peer": "\(address)", "error": "\(error)"])
                 }
-                add(Int((try? result.get()) ?? 0))
+                tally.add(Int((try? result.get()) ?? 0))
             }
         }
     }

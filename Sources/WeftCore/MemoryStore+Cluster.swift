@@ -1,5 +1,3 @@
-import Synchronization
-
 /// What a cluster node needs of its store beyond the state model: the system's own records
 /// (see `InternalKeys`), leases kept by the cluster rather than by this store, and ending the
 /// watches of a shard the node no longer replicates.
@@ -70,15 +68,10 @@ extension MemoryStore {
             completion(0)
             return
         }
-        let tally = Mutex((left: keys.count, deleted: 0))
+        let tally = Tally(expecting: keys.count, done: completion)
         for key in keys {
             _ = deleteAttached(key, lease: id) { result in
-                let finished: Int? = tally.withLock { t in
-                    t.left -= 1
-                    if case .success = result { t.deleted += 1 }
-                    return t.left == 0 ? t.deleted : nil
-                }
-                if let finished { completion(finished) }
+                if case .success = result { tally.add(1) } else { tally.add(0) }
             }
         }
     }
