@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import WeftClient
 import WeftCore
@@ -9,7 +10,7 @@ import WeftTestKit
 @Suite(.serialized, .timeLimit(.minutes(4))) struct ClusterLeaseWatchTests {
     static func start(nodes: Int = 3) async throws -> (LocalCluster, WeftClient) {
         let cluster = try await LocalCluster.start(
-            weftBinary: WeftExecutable.path, options: .init(nodes: nodes, replicas: min(3, nodes), shards: 16, leaseTTLSeconds: 1, logLevel: "info"))
+            weftBinary: WeftExecutable.path, options: .init(nodes: nodes, replicas: min(3, nodes), shards: 16, leaseTTLSeconds: 1, logLevel: "debug"))
         do {
             let admin = try await ClusterClient.connect(seeds: cluster.addresses)
             try await admin.awaitSettled(nodes: nodes, timeoutMs: 120_000)
@@ -32,12 +33,15 @@ import WeftTestKit
         let watch = try await client.watch(.prefix("reg/"), keysOnly: true)
         let lease = try await client.grantLease(ttlSeconds: 2)
         // Kept alive from the start (a loaded machine may take a while over the puts); the
-        // task returns when it sent its last keep-alive.
+        // task returns when it sent its last keep-alive. A saturated machine can also starve
+        // it: the gaps between keep-alives that got through are measured, and a lease not kept
+        // alive for its TTL rightly ends.
+        let gaps = KeepAliveGaps()
         let keepingAlive = Task { () -> ContinuousClock.Instant in
             var last = ContinuousClock.now
             while !Task.isCancelled {
                 last = ContinuousClock.now
-                try? await client.keepAlive(lease: lease)
+                if (try? await client.keepAlive(lease: lease)) != nil { gaps.gotThrough() }
                 try? await Task.sleep(for: .milliseconds(400))
             }
             return last
@@ -52,7 +56,12 @@ import WeftTestKit
 
         // Kept alive past its TTL: every key stays.
         try await Task.sleep(for: .seconds(3))
-        #expect(try await client.listAll(prefix: "reg/").count == keys.count)
+        let keptAlive = gaps.longest < .milliseconds(1_500)
+        if keptAlive {
+            #expect(try await client.listAll(prefix: "reg/").count == keys.count)
+        } else {
+            print("kept-alive check skipped: keep-alives got through only \(gaps.longest) apart (TTL 2 s)")
+        }
 
         // Left alone: the lease runs out and its keys go, in every shard.
         keepingAlive.cancel()
@@ -65,7 +74,9 @@ import WeftTestKit
         let took = ContinuousClock.now - stopped
         print("leased keys gone \(took) after the last keep-alive was sent (TTL 2 s)")
         #expect(left == 0, "\(left) keys outlived their lease")
-        #expect(took > .milliseconds(1_500), "keys went before the lease's TTL ran out: \(took)")
+        if keptAlive {
+            #expect(took > .milliseconds(1_500), "keys went before the lease's TTL ran out: \(took)")
+        }
         do {
             try await client.keepAlive(lease: lease)
             Issue.record("an ended lease was kept alive")
@@ -252,4 +263,20 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
         guard let first else { throw WeftError(.timeout, "did not finish within \(seconds) s") }
         return first
     }
+}
+
+/// The longest time between two keep-alives that got through (from the first measured).
+final class KeepAliveGaps: Sendable {
+    private let state = Mutex<(last: ContinuousClock.Instant, longest: Duration)>((ContinuousClock.now, .zero))
+
+    func gotThrough() {
+        state.withLock { s in
+            let now = ContinuousClock.now
+            s.longest = max(s.longest, now - s.last)
+            s.last = now
+        }
+    }
+
+    /// Includes the time since the last one that got through.
+    var longest: Duration { state.withLock { max($0.longest, ContinuousClock.now - $0.last) } }
 }
