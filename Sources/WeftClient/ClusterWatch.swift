@@ -25,13 +25,9 @@ extension ClusterClient {
             _ = try StateKey.validatePrefix(bytes: prefix.utf8)
             shards = Array(0..<m.shardCount)
         }
-        let (events, continuation) = AsyncThrowingStream<WatchEvent, any Error>.makeStream(
-            bufferingPolicy: .bufferingOldest(WeftClient.Options().watchBufferMax))
-        let stream = WatchStream(continuation: continuation)
+        let watch = WeftWatch.make(bufferMax: WeftClient.Options().watchBufferMax)
+        let stream = watch.stream
         let follower = ShardWatchFollower(client: self, target: target, keysOnly: keysOnly, shards: shards, from: fromRevision, stream: stream)
-        continuation.onTermination = { [weak stream] termination in
-            if case .cancelled = termination { stream?.cancel() }
-        }
         // Not inline: cancel can come from inside a delivery, which holds the follower's lock.
         stream.setOnCancel { Task { follower.stop() } }
         if let error = await follower.start() {
@@ -40,7 +36,7 @@ extension ClusterClient {
             throw error
         }
         stream.created(startRevision: follower.startRevision)
-        return WeftWatch(stream: stream, events: events)
+        return watch
     }
 }
 

@@ -18,6 +18,17 @@ public final class WeftWatch: AsyncSequence, Sendable {
         self.events = events
     }
 
+    /// A watch buffering at most `bufferMax` untaken events, whose consumer's cancellation
+    /// cancels it; its `stream` is then fed by a session or a cluster watch.
+    static func make(bufferMax: Int) -> WeftWatch {
+        let (events, continuation) = AsyncThrowingStream<WatchEvent, any Error>.makeStream(bufferingPolicy: .bufferingOldest(bufferMax))
+        let stream = WatchStream(continuation: continuation)
+        continuation.onTermination = { [weak stream] termination in
+            if case .cancelled = termination { stream?.cancel() }
+        }
+        return WeftWatch(stream: stream, events: events)
+    }
+
     /// The first revision this watch delivers (events with revision ≥ it).
     public var startRevision: Revision { stream.startRevision }
 

@@ -432,13 +432,8 @@ public final class WeftClient: Sendable {
     /// A watch on this server only; `shard` restricts a prefix watch to one shard (a cluster
     /// node serves prefix watches of the shards it is the tail of only this way).
     func watch(_ target: WatchTarget, fromRevision: Revision?, keysOnly: Bool, shard: Int?) async throws(WeftError) -> WeftWatch {
-        let (events, continuation) = AsyncThrowingStream<WatchEvent, any Error>.makeStream(
-            bufferingPolicy: .bufferingOldest(options.watchBufferMax))
-        let stream = WatchStream(continuation: continuation)
-        let watch = WeftWatch(stream: stream, events: events)
-        continuation.onTermination = { [weak stream] termination in
-            if case .cancelled = termination { stream?.cancel() }
-        }
+        let watch = WeftWatch.make(bufferMax: options.watchBufferMax)
+        let stream = watch.stream
         let session = try await pickSession()
         session.submit(
             OutboundRequest(request: .watch(target: target, fromRevision: fromRevision, keysOnly: keysOnly, shard: shard), reply: .watch(stream), deadline: .distantFuture))
