@@ -15,14 +15,21 @@ public struct FunctionRuntime: Sendable {
     public let state: WeftClient
     public let concurrency: Int
     public let logger: Logger
+    /// Where the loops and their handlers run (nil: Swift's global pool). A real instance runs
+    /// them on its connection's event loop (see `LoopExecutor`).
+    public let executor: (any TaskExecutor)?
 
-    public init(handler: any ByteHandler, channel: any WorkerChannel, state: WeftClient, concurrency: Int = 1, logger: Logger) {
+    public init(
+        handler: any ByteHandler, channel: any WorkerChannel, state: WeftClient, concurrency: Int = 1, logger: Logger,
+        executor: (any TaskExecutor)? = nil
+    ) {
         precondition(concurrency >= 1, "concurrency must be at least 1")
         self.handler = handler
         self.channel = channel
         self.state = state
         self.concurrency = concurrency
         self.logger = logger
+        self.executor = executor
     }
 
     /// How a loop ended.
@@ -39,7 +46,7 @@ public struct FunctionRuntime: Sendable {
         let (ends, continuation) = AsyncStream<End>.makeStream()
         var tasks: [Task<Void, Never>] = []
         for _ in 0..<concurrency {
-            tasks.append(Task { continuation.yield(await loop()) })
+            tasks.append(Task(executorPreference: executor) { continuation.yield(await loop()) })
         }
         let channel = self.channel
         tasks.append(Task {

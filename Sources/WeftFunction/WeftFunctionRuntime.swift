@@ -123,7 +123,11 @@ public enum WeftFunctionRuntime {
         }
         let client = try await WeftClient.connect(transport: transport, options: options)
         let channel = ClientWorkerChannel(client: client, closed: { await transport.closed() })
-        let runtime = FunctionRuntime(handler: handler, channel: channel, state: client, concurrency: configuration.concurrency, logger: logger)
+        // The group's one loop serves the connection; the handlers run on it too (no thread hop
+        // between a handler and its requests to the worker).
+        let runtime = FunctionRuntime(
+            handler: handler, channel: channel, state: client, concurrency: configuration.concurrency, logger: logger,
+            executor: LoopExecutor(group.next()))
         do {
             try await runtime.run()
         } catch {

@@ -154,6 +154,27 @@ struct FunctionRuntimeTests {
         _ = await runtime.value
     }
 
+    /// Handlers run on the event loop of the instance's connection, before and after they await
+    /// the worker: a request and its answer cross no thread (see `LoopExecutor`).
+    @Test func handlersRunOnTheConnectionsEventLoop() async throws {
+        let pair = try await Pair.make(TestWorker())
+        let runtime = Self.runInProcess(ClosureHandler { _, ctx in
+            let before = MultiThreadedEventLoopGroup.currentEventLoop != nil
+            try await ctx.state.put("fn/loop", [1])
+            let after = MultiThreadedEventLoopGroup.currentEventLoop != nil
+            let mapped = try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask { MultiThreadedEventLoopGroup.currentEventLoop != nil }
+                return try await group.next() ?? false
+            }
+            return Array("\(before) \(after) \(mapped)".utf8)
+        }, pair)
+        let (out, error) = await pair.worker.run("f", [])
+        #expect(error == nil)
+        #expect(String(decoding: out, as: UTF8.self) == "true true true")
+        pair.channel.close()
+        _ = await runtime.value
+    }
+
     @Test func invokeAndMapReachTheWorkerAndKeepOrder() async throws {
         let worker = TestWorker { function, input in
             try? await Task.sleep(for: .milliseconds(Int.random(in: 0...20)))
