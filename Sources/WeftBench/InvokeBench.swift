@@ -49,7 +49,7 @@ public struct InvokeBench: Sendable {
     public struct Config: Sendable {
         public var samples = 300
         public var coldSamples = 8
-        public var handoffRounds = 30
+        public var handoffRounds = 200
         public var overloadSeconds = 4.0
         /// The spread scenarios: measured window, and the paced warm-up before it.
         public var spreadSeconds = 5.0
@@ -60,7 +60,7 @@ public struct InvokeBench: Sendable {
             if quick {
                 samples = 100
                 coldSamples = 4
-                handoffRounds = 10
+                handoffRounds = 60
                 overloadSeconds = 1.5
                 spreadSeconds = 2.0
                 spreadWarmupSeconds = 0.5
