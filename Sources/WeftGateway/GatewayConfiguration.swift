@@ -18,6 +18,11 @@ public struct GatewayConfiguration: Sendable {
     public var idleTimeoutMs: Int
     /// Most open connections; beyond it the server stops accepting until one closes.
     public var connectionsMax: Int
+    /// Whether one revision orders every change (a single node). On a cluster each shard
+    /// counts its own revisions, so one number cannot say where a prefix watch left off:
+    /// `/v1/watch` then refuses `from` and `Last-Event-ID` instead of resuming every shard at
+    /// a revision that would skip the changes of shards that count lower.
+    public var revisionsAreGlobal: Bool
 
     public init(
         codeBytesMax: Int? = nil,
@@ -27,7 +32,8 @@ public struct GatewayConfiguration: Sendable {
         watchHeartbeatMs: Int = 15_000,
         shutdownGraceMs: Int = 5_000,
         idleTimeoutMs: Int = 60_000,
-        connectionsMax: Int = 4096
+        connectionsMax: Int = 4096,
+        revisionsAreGlobal: Bool = true
     ) {
         precondition(inputBytesMax >= 0 && watchStreamsMax >= 1 && watchBacklogMax >= 1 && watchHeartbeatMs >= 1 && connectionsMax >= 1, "invalid GatewayConfiguration")
         self.codeBytesMax = codeBytesMax
@@ -38,5 +44,6 @@ public struct GatewayConfiguration: Sendable {
         self.shutdownGraceMs = shutdownGraceMs
         self.idleTimeoutMs = idleTimeoutMs
         self.connectionsMax = connectionsMax
+        self.revisionsAreGlobal = revisionsAreGlobal
     }
 }

@@ -12,7 +12,8 @@ import WeftCore
 /// ```
 ///
 /// `id` is the change's revision; a reconnecting client sends `Last-Event-ID` and resumes at
-/// the next revision. Keys are the tenant's own (without the `tenants/<t>/` prefix). A watcher
+/// the next revision. On a cluster (`revisionsAreGlobal` false) events carry no `id` and a
+/// watch starts from now: one revision cannot say where each shard left off. Keys are the tenant's own (without the `tenants/<t>/` prefix). A watcher
 /// that falls behind by more than `watchBacklogMax` events, or asks for history that is gone,
 /// gets `event: compacted` and the stream ends; a gateway that shuts down sends `event: error`.
 extension GatewayHandlers {
@@ -30,6 +31,9 @@ extension GatewayHandlers {
                 throw WeftError(.invalidArgument, "Last-Event-ID must be a revision")
             }
             from = last + 1
+        }
+        if from != nil && !configuration.revisionsAreGlobal {
+            throw WeftError(.invalidArgument, "on a cluster a watch starts from now: each shard counts its own revisions, so from and Last-Event-ID cannot say where to resume")
         }
         let includeValues = try query.flag("values", default: true)
 
@@ -53,6 +57,8 @@ extension GatewayHandlers {
         headers[.cacheControl] = "no-cache"
         let watches = self.watches
         let heartbeatMs = configuration.watchHeartbeatMs
+        // Without an id a reconnecting EventSource sends no Last-Event-ID (refused on a cluster).
+        let resumable = configuration.revisionsAreGlobal
         let body = ResponseBody { writer in
             let heartbeat = Task {
                 while !Task.isCancelled {
@@ -72,7 +78,7 @@ extension GatewayHandlers {
                 case .heartbeat:
                     try await writer.write(ByteBuffer(string: ": ping\n\n"))
                 case .event(let event):
-                    guard let text = Self.serverSentEvent(event, tenant: tenant) else { continue }
+                    guard let text = Self.serverSentEvent(event, tenant: tenant, withID: resumable) else { continue }
                     try await writer.write(ByteBuffer(bytes: text))
                 }
             }
@@ -88,12 +94,13 @@ extension GatewayHandlers {
         return Response(status: .ok, headers: headers, body: body)
     }
 
-    /// One event in SSE framing, nil for a key outside the tenant (never expected).
-    static func serverSentEvent(_ event: WatchEvent, tenant: String) -> [UInt8]? {
+    /// One event in SSE framing, nil for a key outside the tenant (never expected). `withID`:
+    /// an `id:` line, the revision to resume after.
+    static func serverSentEvent(_ event: WatchEvent, tenant: String, withID: Bool = true) -> [UInt8]? {
         guard let key = TenantKeys.strip(event.kv.key, tenant: tenant) else { return nil }
         var members: [(String, JSONValue)] = [("key", .string(key)), ("version", .uint(event.kv.version))]
         if event.kind == .put { members.append(("valueBase64", .string(Base64.encode(event.kv.value)))) }
-        var text = Array("event: \(event.kind == .put ? "put" : "delete")\nid: \(event.revision)\ndata: ".utf8)
+        var text = Array("event: \(event.kind == .put ? "put" : "delete")\n\(withID ? "id: \(event.revision)\n" : "")data: ".utf8)
         JSONValue.object(members).write(into: &text)
         text.append(contentsOf: "\n\n".utf8)
         return text

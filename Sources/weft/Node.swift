@@ -32,7 +32,8 @@ struct Node: AsyncParsableCommand {
             run on cluster nodes yet.
             --gateway HOST:PORT serves the HTTP API (state, functions, tokens, /metrics) on this \
             node, over the cluster's state; its admin token is written to --token-file. Its \
-            /v1/watch is not available on a cluster node yet.
+            /v1/watch follows every shard from now (each shard counts its own revisions, so it \
+            refuses from= and Last-Event-ID).
             """)
 
     @Option(name: .long, help: "etcd endpoints, comma-separated (http://HOST:PORT).")
@@ -146,7 +147,9 @@ struct Node: AsyncParsableCommand {
                     store: clusterState, hiddenPaths: data.map { [$0] } ?? [], group: group, serverLimits: serverLimits, logger: logger)
                 late.set(worker.map { ClientInvokeHandler(worker: $0, tenant: "admin") })
                 if let (gatewayHost, gatewayPort) = gatewayAddress {
-                    let g = Gateway(store: clusterState, functions: worker.map { $0 as any FunctionService } ?? NoFunctions(), logger: logger)
+                    let g = Gateway(
+                        store: clusterState, functions: worker.map { $0 as any FunctionService } ?? NoFunctions(), logger: logger,
+                        configuration: GatewayConfiguration(revisionsAreGlobal: false))
                     let path = tokenFile ?? data.map { "\($0)/admin.token" } ?? "/tmp/weft-admin-\(port).token"
                     try await Self.storeAdminToken(in: clusterState, path: path, logger: logger)
                     let boundGateway = try await g.start(host: gatewayHost, port: gatewayPort)

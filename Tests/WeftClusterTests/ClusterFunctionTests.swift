@@ -94,5 +94,39 @@ import WeftTestKit
         #expect(invoked.body.contains("hello, gateway"), "invoke answered \(invoked)")
         let unauthorized = try await curl(["\(first)/v1/state/greeting", "-o", "/dev/null", "-w", "%{http_code}"])
         #expect(unauthorized.body == "401")
+
+        // /v1/watch follows every shard of the cluster, from now; its events carry no id (one
+        // revision cannot say where each shard left off), and from= is refused.
+        let sse = cluster.directory + "/watch.sse"
+        let watcher = Process()
+        watcher.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        watcher.arguments = ["-sS", "-N", "--max-time", "90", "-H", "Authorization: Bearer \(firstToken)", "\(first)/v1/watch?prefix=w/", "-o", sse]
+        try watcher.run()
+        defer { watcher.terminate() }
+        func seen() -> String { (try? String(contentsOfFile: sse, encoding: .utf8)) ?? "" }
+        func putKey(_ key: String, through url: String, token: String) async throws {
+            let r = try await curl(["-X", "PUT", "-H", "Authorization: Bearer \(token)", "--data-binary", key, "\(url)/v1/state/\(key)", "-o", "/dev/null", "-w", "%{http_code}"])
+            #expect(r.body == "200" || r.body == "201", "PUT \(key) answered \(r)")
+        }
+        // Once one event came through, the watch is open on every shard.
+        var open = false
+        for _ in 0..<150 where !open {
+            try await putKey("w/probe", through: second, token: secondToken)
+            try await Task.sleep(for: .milliseconds(200))
+            open = seen().contains("\"key\":\"w/probe\"")
+        }
+        #expect(open, "no event reached the watch: \(seen())")
+        let keys = (0..<12).map { "w/k\($0)" }
+        for key in keys { try await putKey(key, through: second, token: secondToken) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline, !keys.allSatisfy({ seen().contains("\"key\":\"\($0)\"") }) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let stream = seen()
+        let missing = keys.filter { !stream.contains("\"key\":\"\($0)\"") }
+        #expect(missing.isEmpty, "watch missed \(missing): \(stream)")
+        #expect(!stream.contains("\nid:"), "events on a cluster carry no id: \(stream)")
+        let resume = try await curl(["-H", "Authorization: Bearer \(firstToken)", "\(first)/v1/watch?prefix=w/&from=3", "-o", "/dev/null", "-w", "%{http_code}"])
+        #expect(resume.body == "400", "from= on a cluster answered \(resume)")
     }
 }
