@@ -25,9 +25,26 @@ extension ClusterClient {
             _ = try StateKey.validatePrefix(bytes: prefix.utf8)
             shards = Array(0..<m.shardCount)
         }
+        return try await follow(target, shards: shards, from: fromRevision, after: [:], keysOnly: keysOnly).watch
+    }
+
+    /// A prefix watch that resumes shard by shard: in each shard `s` it starts after
+    /// `cursor[s]` (from the shard's next change where `cursor` has no entry). Returns the
+    /// watch and, for every shard, the revision it started after. Revisions are per shard, so
+    /// this is how a consumer that must not miss a change (a trigger) keeps its place:
+    /// `shardMap.shard(of: event.kv.key)` says which shard an event is of.
+    public func watch(prefix: String, after cursor: [Int: Revision], keysOnly: Bool = false) async throws(WeftError) -> (watch: WeftWatch, startedAfter: [Int: Revision]) {
+        guard let m = map else { throw WeftError(.unavailable, "no shard map") }
+        _ = try StateKey.validatePrefix(bytes: prefix.utf8)
+        return try await follow(.prefix(prefix), shards: Array(0..<m.shardCount), from: nil, after: cursor, keysOnly: keysOnly)
+    }
+
+    private func follow(
+        _ target: WatchTarget, shards: [Int], from: Revision?, after: [Int: Revision], keysOnly: Bool
+    ) async throws(WeftError) -> (watch: WeftWatch, startedAfter: [Int: Revision]) {
         let watch = WeftWatch.make(bufferMax: WeftClient.Options().watchBufferMax)
         let stream = watch.stream
-        let follower = ShardWatchFollower(client: self, target: target, keysOnly: keysOnly, shards: shards, from: fromRevision, stream: stream)
+        let follower = ShardWatchFollower(client: self, target: target, keysOnly: keysOnly, shards: shards, from: from, after: after, stream: stream)
         // Not inline: cancel can come from inside a delivery, which holds the follower's lock.
         stream.setOnCancel { Task { follower.stop() } }
         if let error = await follower.start() {
@@ -35,8 +52,10 @@ extension ClusterClient {
             stream.finish(error)
             throw error
         }
+        // Read before any event is taken from the stream: where each shard started.
+        let positions = follower.positions
         stream.created(startRevision: follower.startRevision)
-        return watch
+        return (watch, positions)
     }
 }
 
@@ -70,7 +89,8 @@ final class ShardWatchFollower: Sendable {
     let stream: WatchStream
     private let state: Mutex<State>
 
-    init(client: ClusterClient, target: WatchTarget, keysOnly: Bool, shards: [Int], from: Revision?, stream: WatchStream) {
+    /// `after`: shards that start after a given revision (the rest start at `from`).
+    init(client: ClusterClient, target: WatchTarget, keysOnly: Bool, shards: [Int], from: Revision?, after: [Int: Revision] = [:], stream: WatchStream) {
         self.client = client
         self.target = target
         self.keysOnly = keysOnly
@@ -78,8 +98,13 @@ final class ShardWatchFollower: Sendable {
         self.from = from
         self.stream = stream
         var initial = State()
-        for s in shards { initial.follows[s] = Follow() }
+        for s in shards { initial.follows[s] = Follow(last: after[s]) }
         state = Mutex(initial)
+    }
+
+    /// Per shard, the last revision delivered (or the one before where it started).
+    var positions: [Int: Revision] {
+        state.withLock { st in st.follows.compactMapValues(\.last) }
     }
 
     /// The first revision delivered: the lowest over the shards.

@@ -136,6 +136,9 @@ public final class WeftClient: Sendable {
     /// True when this client routes state operations over a cluster's shard map.
     public var isClustered: Bool { router.withLock { $0 != nil } }
 
+    /// The routing client this client sends through when it is connected to a cluster.
+    public var cluster: ClusterClient? { router.withLock { $0 } }
+
     /// Where and how to reach a server.
     public struct Route: Sendable {
         public var host: String

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import WeftClient
 import WeftCore
 
 /// A trigger: run `function` on every change under `onPutPrefix` (of the tenant's keys), or
@@ -37,6 +38,14 @@ public struct TriggerSpec: Codable, Sendable, Equatable {
         var kind: String
         var key: String
         var version: Revision
+
+        /// The input for `event` (`key`: as the tenant names it).
+        static func input(_ spec: TriggerSpec, _ event: WatchEvent, key: String) -> [UInt8] {
+            let change = Change(trigger: spec.name, kind: event.kind == .put ? "put" : "delete", key: key, version: event.revision)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            return (try? encoder.encode(change)).map { Array($0) } ?? []
+        }
     }
 }
 
@@ -45,19 +54,30 @@ public struct TriggerSpec: Codable, Sendable, Equatable {
 /// the trigger's cursor after the function ran, whenever nothing else is waiting, and a
 /// restart resumes after it. A failing invocation is retried (backoff up to 5 s, 5 attempts) before the change is
 /// logged as failed and skipped.
+///
+/// On a cluster (`cluster` set: the node's routed client) one node at a time runs every
+/// trigger: the nodes campaign in an election, and the winner runs them while it holds its
+/// lease; a node that dies or is cut off loses the lease and another takes over from the
+/// cursors. There a cursor holds one revision per shard, since each shard counts its own.
 public final class TriggerManager: Sendable {
     let worker: Worker
     let store: any StateStore
     let logger: Logger
-    private let running = Mutex<[String: (spec: TriggerSpec, version: Revision, task: Task<Void, Never>)]>([:])
+    /// The routed client of a cluster node (nil on a single node).
+    let cluster: WeftClient?
+    /// Who campaigns to run the cluster's triggers (shown as the election's value).
+    let candidate: String
+    let running = Mutex<[String: (spec: TriggerSpec, version: Revision, task: Task<Void, Never>)]>([:])
     private let follow = Mutex<Task<Void, Never>?>(nil)
     /// Invocations made by triggers (for tests and status).
     public let fired = Atomic<Int>(0)
 
-    public init(worker: Worker, store: any StateStore, logger: Logger) {
+    public init(worker: Worker, store: any StateStore, logger: Logger, cluster: WeftClient? = nil, candidate: String = "") {
         self.worker = worker
         self.store = store
         self.logger = logger
+        self.cluster = cluster
+        self.candidate = candidate
     }
 
     /// Stores a trigger (its function must exist).
@@ -69,6 +89,9 @@ public final class TriggerManager: Sendable {
         do { json = Array(try JSONEncoder().encode(spec)) } catch { throw WeftError(.internalError, "\(error)") }
         guard case .written(let v, _) = try await store.execute(.put(key: TriggerSpec.key(tenant: tenant, name: spec.name), value: json)) else {
             throw WeftError(.internalError, "unexpected response")
+        }
+        if let client = (store as? ClientBackedStore)?.client, client.isClustered, spec.onPutPrefix != nil {
+            await waitUntilRunning(tenant: tenant, name: spec.name, client: client)
         }
         return v
     }
@@ -88,7 +111,7 @@ public final class TriggerManager: Sendable {
         let task = Task { [self] in
             while !Task.isCancelled {
                 do {
-                    try await followTriggerKeys()
+                    if let cluster { try await runWhileLeader(cluster) } else { try await followTriggerKeys() }
                 } catch {
                     logger.warning("following triggers failed, retrying", metadata: ["error": "\(error)"])
                     try? await Task.sleep(for: .seconds(1))
@@ -100,6 +123,11 @@ public final class TriggerManager: Sendable {
 
     public func stop() {
         follow.withLock { $0?.cancel() }
+        stopTriggers()
+    }
+
+    /// Stops every running trigger (they start again as their keys are seen).
+    func stopTriggers() {
         let all = running.withLock { r in
             defer { r.removeAll() }
             return Array(r.values)
@@ -124,17 +152,19 @@ public final class TriggerManager: Sendable {
     }
 
     /// "_weft/triggers/<tenant>/<name>" → (tenant, name)
-    private func parse(_ key: String) -> (String, String)? {
+    func parse(_ key: String) -> (String, String)? {
         let rest = key.dropFirst(TriggerSpec.root.count).split(separator: "/", maxSplits: 1)
         guard rest.count == 2 else { return nil }
         return (String(rest[0]), String(rest[1]))
     }
 
-    private func apply(key: String, value: [UInt8], version: Revision) {
+    func apply(key: String, value: [UInt8], version: Revision) {
         guard let (tenant, _) = parse(key), let spec = try? JSONDecoder().decode(TriggerSpec.self, from: Data(value)) else {
             logger.warning("ignoring a malformed trigger", metadata: ["key": "\(key)"])
             return
         }
+        // Seen twice (a watch event and the list after it): already running.
+        if running.withLock({ $0[key]?.version == version }) { return }
         let task = Task { [self] in await self.run(spec, tenant: tenant, createdAt: version) }
         let old = running.withLock { r in
             defer { r[key] = (spec, version, task) }
@@ -144,7 +174,7 @@ public final class TriggerManager: Sendable {
         logger.info("trigger started", metadata: ["tenant": "\(tenant)", "trigger": "\(spec.name)", "function": "\(spec.function)"])
     }
 
-    private func remove(key: String) {
+    func remove(key: String) {
         let old = running.withLock { $0.removeValue(forKey: key) }
         old?.task.cancel()
     }
@@ -163,7 +193,11 @@ public final class TriggerManager: Sendable {
         guard let prefix = spec.onPutPrefix else { return }
         while !Task.isCancelled {
             do {
-                try await followChanges(spec, tenant: tenant, prefix: prefix, createdAt: createdAt)
+                if let cluster {
+                    try await followShardChanges(spec, tenant: tenant, prefix: prefix, client: cluster)
+                } else {
+                    try await followChanges(spec, tenant: tenant, prefix: prefix, createdAt: createdAt)
+                }
             } catch {
                 if Task.isCancelled { return }
                 logger.warning("trigger watch ended, resuming from its cursor", metadata: ["trigger": "\(spec.name)", "error": "\(error)"])
@@ -194,11 +228,7 @@ public final class TriggerManager: Sendable {
         var highest: Revision = 0
         for try await event in events.stream {
             if Task.isCancelled { return }
-            let change = TriggerSpec.Change(trigger: spec.name, kind: event.kind == .put ? "put" : "delete", key: event.kv.key, version: event.revision)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            let input = (try? encoder.encode(change)).map { Array($0) } ?? []
-            await invokeWithRetries(spec, tenant: tenant, input: input)
+            await invokeWithRetries(spec, tenant: tenant, input: TriggerSpec.Change.input(spec, event, key: event.kv.key))
             highest = max(highest, event.revision)
             // Events of different shards may arrive out of revision order (replay goes shard
             // by shard), so the cursor only moves once everything delivered has been handled:
@@ -209,7 +239,7 @@ public final class TriggerManager: Sendable {
         }
     }
 
-    private func invokeWithRetries(_ spec: TriggerSpec, tenant: String, input: [UInt8]) async {
+    func invokeWithRetries(_ spec: TriggerSpec, tenant: String, input: [UInt8]) async {
         var delayMs = 100
         for attempt in 1...5 {
             if Task.isCancelled { return }

@@ -28,8 +28,9 @@ struct Node: AsyncParsableCommand {
             Functions: each node runs a worker (unless --no-functions, or no sandbox launcher is \
             found). Functions are deployed as state, so a function deployed through any node runs \
             on every node; `weft invoke` runs it on the node it is sent to, and its state calls \
-            go to the cluster (routed by the shard map like any client's). State triggers do not \
-            run on cluster nodes yet.
+            go to the cluster (routed by the shard map like any client's). Triggers run on one \
+            node at a time, elected among the nodes with functions (on a lease: when it dies, \
+            another takes over from the triggers' cursors).
             --gateway HOST:PORT serves the HTTP API (state, functions, tokens, /metrics) on this \
             node, over the cluster's state; its admin token is written to --token-file. Its \
             /v1/watch follows every shard from now (each shard counts its own revisions, so it \
@@ -136,6 +137,7 @@ struct Node: AsyncParsableCommand {
             let gatewayAddress = gateway == "off" ? nil : try WeftClient.parseAddress(gateway, allowAnyPort: true)
             try await node.start()
             var worker: Worker?
+            var triggers: TriggerManager?
             var stateClient: WeftClient?
             var gatewayServer: Gateway?
             var gatewayShown = ""
@@ -146,6 +148,9 @@ struct Node: AsyncParsableCommand {
                 worker = workerOptions.make(
                     store: clusterState, hiddenPaths: data.map { [$0] } ?? [], group: group, serverLimits: serverLimits, logger: logger)
                 late.set(worker.map { ClientInvokeHandler(worker: $0, tenant: "admin") })
+                // The nodes elect one of them to run the cluster's triggers.
+                triggers = worker.map { TriggerManager(worker: $0, store: clusterState, logger: logger, cluster: client, candidate: nodeID) }
+                triggers?.start()
                 if let (gatewayHost, gatewayPort) = gatewayAddress {
                     let g = Gateway(
                         store: clusterState, functions: worker.map { $0 as any FunctionService } ?? NoFunctions(), logger: logger,
@@ -162,6 +167,7 @@ struct Node: AsyncParsableCommand {
             await waitForTerminationSignal()
             logger.info("leaving the cluster")
             await gatewayServer?.stop()
+            triggers?.stop()
             await worker?.shutdown()
             if worker != nil { try? FileManager.default.removeItem(atPath: Up.codeDirectory(pid: getpid())) }
             await stateClient?.close()

@@ -59,6 +59,76 @@ import WeftTestKit
         #expect(unknown.status != 0)
     }
 
+    /// An on-put trigger on a cluster: created through one node, it runs on the one node the
+    /// others elected (each change reaches the function, in version order per key, not once per
+    /// node), and when that node is killed another takes it over from its per-shard cursor.
+    @Test func triggersRunOnOneNodeAndMoveWhenItDies() async throws {
+        let (cluster, client) = try await ClusterLeaseWatchTests.start()
+        defer { cluster.stop() }
+        let nodes = cluster.addresses
+        #expect(try await Self.weft(["deploy", "rec", Self.product("hostile-function"), "--memory", "96"], server: nodes[0]).status == 0)
+        let created = try await Self.weft(["trigger", "create", "t", "--function", "rec", "--on-put", "in/"], server: nodes[1])
+        #expect(created.status == 0, "\(created)")
+
+        // The admin tenant's keys, as the CLI's trigger sees them.
+        let tenant = "tenants/admin/"
+        var expected: [String: [Revision]] = [:]
+        func write(_ keys: [String]) async throws {
+            for key in keys { expected[key, default: []].append(try await client.put(tenant + key, Array(key.utf8))) }
+        }
+        /// The changes the function recorded: key → versions, in arrival order.
+        func recorded() async -> [String: [Revision]] {
+            guard let kv = try? await client.get(tenant + "events") else { return [:] }
+            var got: [String: [Revision]] = [:]
+            for line in String(decoding: kv.value, as: UTF8.self).split(separator: "\n") {
+                guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      let key = o["key"] as? String, let version = (o["version"] as? NSNumber)?.uint64Value else { continue }
+                got[key, default: []].append(version)
+            }
+            return got
+        }
+        func allDelivered(within seconds: Int) async -> [String: [Revision]] {
+            let deadline = ContinuousClock.now + .seconds(seconds)
+            var got = await recorded()
+            while ContinuousClock.now < deadline, !expected.allSatisfy({ k, vs in Set(vs).isSubset(of: Set(got[k] ?? [])) }) {
+                try? await Task.sleep(for: .milliseconds(200))
+                got = await recorded()
+            }
+            return got
+        }
+        try await write(["in/a", "in/b", "in/c", "in/a", "out/x", "in/b"])
+        expected["out/x"] = nil
+        var got = await allDelivered(within: 60)
+        for (key, versions) in expected {
+            #expect(Set(versions).isSubset(of: Set(got[key] ?? [])), "\(key): put \(versions), delivered \(got[key] ?? [])")
+            // In version order per key (a repeat, at least once, comes after what it repeats).
+            let firsts = (got[key] ?? []).reduce(into: [Revision]()) { seen, v in if !seen.contains(v) { seen.append(v) } }
+            #expect(firsts == firsts.sorted(), "\(key) out of order: \(got[key] ?? [])")
+        }
+        let deliveries = got.values.map(\.count).reduce(0, +)
+        #expect(deliveries < 2 * 5, "one node runs the trigger, not each: \(deliveries) deliveries of 5 changes")
+        #expect(got["out/x"] == nil)
+
+        // Kill the node running it: another one takes over where the cursor says.
+        let leader = try await client.get(RecipeKeys.election("weft-triggers"))
+        let leaderID = String(decoding: leader.value, as: UTF8.self)
+        let ids = try (0..<nodes.count).map { i -> String in
+            let out = try String(contentsOfFile: cluster.directory + "/node\(i).out", encoding: .utf8)
+            let json = try JSONSerialization.jsonObject(with: Data(try #require(out.split(separator: "\n").last).utf8)) as? [String: Any]
+            return json?["node"] as? String ?? ""
+        }
+        let victim = try #require(ids.firstIndex(of: leaderID), "leader \(leaderID) is none of \(ids)")
+        cluster.kill9(victim)
+        let survivor = try await WeftClient.connect(address: nodes[(victim + 1) % nodes.count], transport: .tcp)
+        defer { Task { await survivor.close() } }
+        for key in ["in/d", "in/a"] { expected[key, default: []].append(try await survivor.put(tenant + key, Array(key.utf8))) }
+        got = await allDelivered(within: 90)
+        for (key, versions) in expected {
+            #expect(Set(versions).isSubset(of: Set(got[key] ?? [])), "after the failover, \(key): put \(versions), delivered \(got[key] ?? [])")
+        }
+        await client.close()
+    }
+
     /// `--gateway`: each node serves the HTTP API over the cluster's state; a value put through
     /// one node's API is read through another's, and functions are invoked over HTTP.
     @Test func theHTTPAPIServesTheClustersStateOnEveryNode() async throws {
