@@ -133,15 +133,16 @@ public final class ClusterNode: Sendable {
         while session == nil {
             do {
                 session = try await register()
-                try await loadMap()
+                try await loadMap(atStart: true)
             } catch {
-                guard error.code == .unavailable || error.code == .timeout, ContinuousClock.now < deadline else { throw error }
-                logger.warning("cannot join the cluster yet; retrying", metadata: ["error": "\(error)"])
                 if let failed = session {
-                    // Registered but the map read failed: leave this incarnation and register anew.
+                    // Registered but the map read failed: leave this incarnation (and register
+                    // anew, if trying again).
                     await failed.close()
                     session = nil
                 }
+                guard error.code == .unavailable || error.code == .timeout, ContinuousClock.now < deadline else { throw error }
+                logger.warning("cannot join the cluster yet; retrying", metadata: ["error": "\(error)"])
                 try? await Task.sleep(for: .milliseconds(300))
             }
         }
@@ -226,8 +227,13 @@ public final class ClusterNode: Sendable {
 
     // MARK: the map
 
-    private func loadMap() async throws(WeftError) {
+    /// Reads and adopts the current map. `atStart`: a map of another shard count fails the
+    /// start (this node's `--shards` differs from the cluster's) instead of being ignored.
+    private func loadMap(atStart: Bool = false) async throws(WeftError) {
         if let kv = try await etcd.get(prefix + "map"), let map = Self.decodeMap(kv.value) {
+            if atStart && map.shardCount != options.shardCount {
+                throw WeftError(.invalidArgument, "the cluster's shard map has \(map.shardCount) shards; this node was started with --shards \(options.shardCount)")
+            }
             await adopt(map)
         }
     }

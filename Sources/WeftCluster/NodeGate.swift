@@ -70,6 +70,13 @@ public final class NodeGate: ClusterGate, Sendable {
         // write under the new map escapes it.
         let old = view.withLock { $0.map }
         if let old, old.epoch >= map.epoch { return false }
+        // A map of another shard count (a cluster of other nodes' --shards, or another
+        // cluster in the same etcd namespace) cannot be served by this node's shards.
+        guard map.shardCount == replication.shardCount else {
+            logger.error("ignoring a shard map of another shard count", metadata: [
+                "epoch": "\(map.epoch)", "mapShards": "\(map.shardCount)", "nodeShards": "\(replication.shardCount)"])
+            return false
+        }
         if replication.cacheLeaseMs > 0 {
             for s in 0..<map.shardCount where map.tail(s) == me {
                 if let old, old.epoch + 1 == map.epoch, s < old.shardCount,

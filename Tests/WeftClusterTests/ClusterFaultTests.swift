@@ -318,3 +318,31 @@ final class Counter: @unchecked Sendable {
         return (entries, kept)
     }
 }
+
+@Suite(.timeLimit(.minutes(3))) struct ClusterJoinTests {
+    /// A node started with another --shards than its cluster's map fails its start with a clear
+    /// error; before, it joined and crashed on adopting the map.
+    @Test func aNodeOfAnotherShardCountIsRefusedAtStart() async throws {
+        let cluster = try await LocalCluster.start(
+            weftBinary: WeftExecutable.path, options: .init(nodes: 1, replicas: 1, shards: 16, leaseTTLSeconds: 1, logLevel: "info"))
+        defer { cluster.stop() }
+        let admin = try await ClusterClient.connect(seeds: cluster.addresses)
+        try await admin.awaitSettled(nodes: 1, timeoutMs: 60_000)
+        await admin.close()
+
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: WeftExecutable.path)
+        let port = try LocalCluster.freePorts(1)[0]
+        p.arguments = ["node", "--etcd", cluster.etcdURL, "--listen", "127.0.0.1:\(port)", "--http", "off", "--cluster", cluster.clusterName, "--shards", "8", "--no-functions"]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let (status, stderr) = try await onOwnThread {
+            let data = err.fileHandleForReading.readDataToEndOfFile()
+            return (p.finish(within: 60), String(decoding: data, as: UTF8.self))
+        }
+        #expect(status != 0, "a node of 8 shards joined a cluster of 16")
+        #expect(stderr.contains("16 shards") && stderr.contains("--shards 8"), "\(stderr)")
+    }
+}

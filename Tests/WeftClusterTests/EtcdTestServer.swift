@@ -80,7 +80,13 @@ final class EtcdTestServer: Sendable {
             if let c = try? await EtcdClient.connect(endpoints: [client], requestTimeoutMs: 1000) {
                 let answered = await Etcd.error { _ = try await c.range(prefix: "/weft-test-probe/") } == nil
                 await c.close()
-                if answered { return server }
+                // Another test's etcd may hold the port and answer; ours then exits on its
+                // failed bind. It must still run a moment later.
+                if answered {
+                    try await Task.sleep(for: .milliseconds(500))
+                    if process.isRunning { return server }
+                    continue
+                }
             }
             if ContinuousClock.now >= deadline {
                 let tail = server.logTail()

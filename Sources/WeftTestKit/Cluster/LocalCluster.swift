@@ -35,6 +35,8 @@ public final class LocalCluster: @unchecked Sendable {
 
     public let options: Options
     public let directory: String
+    /// The nodes' `--cluster` (their etcd key namespace).
+    public let clusterName: String
     /// etcd's data directory (in /dev/shm when there is one).
     private let etcdData: String
     public let etcdURL: String
@@ -74,6 +76,9 @@ public final class LocalCluster: @unchecked Sendable {
         self.options = options
         self.weft = weftBinary
         let name = "weft-cluster-\(UUID().uuidString.prefix(8))"
+        // Its own etcd namespace too: clusters of tests running at once never mix, whatever
+        // etcd their nodes reach.
+        clusterName = name
         directory = FileManager.default.temporaryDirectory.appendingPathComponent(name).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         // etcd's data in memory where there is a tmpfs: its fsyncs then wait for no disk (on a
@@ -101,7 +106,10 @@ public final class LocalCluster: @unchecked Sendable {
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", "weft-test=\(peer)",
             ], log: directory + "/etcd.log")
-            if Self.waitForPort(ports[0], seconds: 20, while: p) {
+            // The port answering is not enough: another test's etcd may hold it, and ours then
+            // exits on its failed bind (its nodes would join the other cluster). Ours must still
+            // run a moment later.
+            if Self.waitForPort(ports[0], seconds: 20, while: p), Self.stillRunning(p, afterSeconds: 0.5) {
                 chosen = (ports, p)
             } else {
                 p.killAndWait()
@@ -132,7 +140,7 @@ public final class LocalCluster: @unchecked Sendable {
     /// The node's arguments (the same on every restart).
     private func arguments(_ i: Int) -> [String] {
         var args = [
-            "node", "--etcd", etcdURL(forNode: i), "--listen", addresses[i], "--http", "off", "--cluster", "test",
+            "node", "--etcd", etcdURL(forNode: i), "--listen", addresses[i], "--http", "off", "--cluster", clusterName,
             "--replicas", "\(options.replicas)", "--shards", "\(options.shards)", "--lease-ttl", "\(options.leaseTTLSeconds)",
             "--log-level", options.logLevel,
         ]
@@ -314,6 +322,11 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// Waits until something accepts on `port`, while `process` runs; false if it never does.
+    private static func stillRunning(_ process: Process, afterSeconds seconds: Double) -> Bool {
+        usleep(UInt32(seconds * 1_000_000))
+        return process.isRunning
+    }
+
     private static func waitForPort(_ port: Int, seconds: Double, while process: Process) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline, process.isRunning {
