@@ -193,6 +193,8 @@ public final class ClusterClient: Sendable {
     /// Runs a state operation on the right replica.
     public func execute(_ request: StateRequest) async throws(WeftError) -> StateResponse {
         switch request {
+        case .get(let key, nil, nil) where cache != nil:
+            return .value(try await get(key))
         case .get(let key, _, _):
             return try await unwrap(routed(.state(request), retryUnavailable: true) { $0.tail($0.shard(of: key)) })
         case .put(let key, _, _, _), .writeRange(let key, _, _, _), .append(let key, _, _), .add(let key, _), .delete(let key, _):

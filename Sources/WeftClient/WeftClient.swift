@@ -22,16 +22,20 @@ public final class WeftClient: Sendable {
         /// large put values and get answers travel through it instead of the socket. Only for
         /// a single connection to that server (`connect(transport:)`).
         public var arena: SharedArena?
+        /// Connected to a cluster node: values the routing client keeps in its coherent cache
+        /// (see `ClusterClient.Options.cacheEntriesMax`); 0, the default, keeps none.
+        public var clusterCacheEntriesMax: Int
 
         public init(
             connections: Int = 1, requestTimeoutMs: Int64 = 30_000, connectTimeoutMs: Int64 = 5_000, watchBufferMax: Int = 100_000,
-            arena: SharedArena? = nil
+            arena: SharedArena? = nil, clusterCacheEntriesMax: Int = 0
         ) {
             self.connections = max(1, connections)
             self.requestTimeoutMs = requestTimeoutMs
             self.connectTimeoutMs = connectTimeoutMs
             self.watchBufferMax = watchBufferMax
             self.arena = arena
+            self.clusterCacheEntriesMax = clusterCacheEntriesMax
         }
     }
 
@@ -123,7 +127,7 @@ public final class WeftClient: Sendable {
         if let (_, info) = try? await client.status(), !info.cluster.isEmpty {
             do {
                 client.router.withLock { $0 = nil }
-                let router = try await ClusterClient.connect(seeds: [address])
+                let router = try await ClusterClient.connect(seeds: [address], options: .init(cacheEntriesMax: options?.clusterCacheEntriesMax ?? 0))
                 client.router.withLock { $0 = router }
             } catch {
                 await client.close()

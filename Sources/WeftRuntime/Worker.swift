@@ -58,10 +58,14 @@ public final class Worker: FunctionService, @unchecked Sendable {
     /// Counters for /metrics and status.
     public let counters = WorkerCounters()
 
-    public init(store: any StateStore, launcher: SandboxLauncher, group: any EventLoopGroup, options: Options,
+    /// `registryStore`: where functions are looked up, on every invocation (default: `store`,
+    /// where their state goes). A cluster node passes a client with the coherent cache, so
+    /// that lookups are local while function state is not held in a cache (a cached key makes
+    /// its next write wait for the cache to drop it).
+    public init(store: any StateStore, registryStore: (any StateStore)? = nil, launcher: SandboxLauncher, group: any EventLoopGroup, options: Options,
                 serverLimits: ServerLimits = ServerLimits(), logger: Logger) throws(WeftError) {
         self.store = store
-        self.registry = FunctionRegistry(store: store)
+        self.registry = FunctionRegistry(store: registryStore ?? store)
         self.launcher = launcher
         self.group = group
         self.options = options

@@ -139,14 +139,21 @@ struct Node: AsyncParsableCommand {
             var worker: Worker?
             var triggers: TriggerManager?
             var stateClient: WeftClient?
+            var lookupClient: WeftClient?
             var gatewayServer: Gateway?
             var gatewayShown = ""
             if workerOptions.functions || gatewayAddress != nil {
                 let client = await Self.clusterClient(through: advertised, logger: logger)
                 stateClient = client
                 let clusterState = ClientBackedStore(client: client)
+                // The worker looks its functions up on every invocation: through the coherent
+                // cache (DESIGN, "Local cache"), that is local while the cache lease runs (a
+                // chained call on a 3-node cluster: 184-280 -> 123-135 us p50).
+                let lookups = await Self.clusterClient(through: advertised, cacheEntriesMax: Self.registryCacheEntriesMax, logger: logger)
+                lookupClient = lookups
                 worker = workerOptions.make(
-                    store: clusterState, hiddenPaths: data.map { [$0] } ?? [], group: group, serverLimits: serverLimits, logger: logger)
+                    store: clusterState, registryStore: ClientBackedStore(client: lookups), hiddenPaths: data.map { [$0] } ?? [], group: group,
+                    serverLimits: serverLimits, logger: logger)
                 late.set(worker.map { ClientInvokeHandler(worker: $0, tenant: "admin") })
                 // The nodes elect one of them to run the cluster's triggers.
                 triggers = worker.map { TriggerManager(worker: $0, store: clusterState, logger: logger, cluster: client, candidate: nodeID) }
@@ -171,6 +178,7 @@ struct Node: AsyncParsableCommand {
             await worker?.shutdown()
             if worker != nil { try? FileManager.default.removeItem(atPath: Up.codeDirectory(pid: getpid())) }
             await stateClient?.close()
+            await lookupClient?.close()
             await node.stop()
             await health?.stop()
             await server.stop()
@@ -201,12 +209,17 @@ extension Node {
 
     /// A client of the cluster through this node (it learns the map here and routes by it).
     /// A new cluster may not have published its first map yet: tried again until it works.
-    static func clusterClient(through address: String, logger: Logger) async -> WeftClient {
+    /// Functions the worker's lookups keep in the coherent cache.
+    static let registryCacheEntriesMax = 10_000
+
+    /// A client routed by the cluster's map, once there is one; `cacheEntriesMax` > 0 keeps
+    /// values read through it in the coherent cache.
+    static func clusterClient(through address: String, cacheEntriesMax: Int = 0, logger: Logger) async -> WeftClient {
         var attempts = 0
         while true {
             attempts += 1
             do {
-                let client = try await WeftClient.connect(address: address, transport: .tcp)
+                let client = try await WeftClient.connect(address: address, options: .init(clusterCacheEntriesMax: cacheEntriesMax), transport: .tcp)
                 if client.isClustered { return client }
                 await client.close()
             } catch {

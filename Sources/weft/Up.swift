@@ -215,7 +215,11 @@ struct WorkerOptions: ParsableArguments {
     /// cannot be found: the node then serves state only, and function requests are answered
     /// "this server runs no functions". `hiddenPaths` (the node's data directory) stay out of
     /// sandboxes.
-    func make(store: any StateStore, hiddenPaths: [String], group: any EventLoopGroup, serverLimits: ServerLimits, logger: Logger) -> Worker? {
+    /// `registryStore`: where the worker looks functions up (default: `store`).
+    func make(
+        store: any StateStore, registryStore: (any StateStore)? = nil, hiddenPaths: [String], group: any EventLoopGroup, serverLimits: ServerLimits,
+        logger: Logger
+    ) -> Worker? {
         guard functions else { return nil }
         do {
             let sandbox = try SandboxLauncher.locate(explicit: launcher)
@@ -224,7 +228,8 @@ struct WorkerOptions: ParsableArguments {
             var options = Worker.Options(codeDirectory: Up.codeDirectory(pid: getpid()))
             options.keepAliveMs = Int(keepAlive * 1000)
             options.hiddenPaths = hiddenPaths
-            let worker = try Worker(store: store, launcher: sandbox, group: group, options: options, serverLimits: serverLimits, logger: logger)
+            let worker = try Worker(
+                store: store, registryStore: registryStore, launcher: sandbox, group: group, options: options, serverLimits: serverLimits, logger: logger)
             logger.info("functions enabled", metadata: ["launcher": "\(sandbox.path)"])
             return worker
         } catch {

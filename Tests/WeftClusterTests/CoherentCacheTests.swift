@@ -29,6 +29,11 @@ import WeftTestKit
         #expect(took < .seconds(2), "the write waited \(took): the cache's confirmation did not count")
         // The reader dropped the key before it confirmed: its next read is the new value.
         #expect(try await reader.get("k").value == Array("v2".utf8))
+        // A plain get through execute (as a ClientBackedStore sends it) reads through the cache too.
+        _ = try await writer.put("e", Array("e1".utf8))
+        guard case .value(let e) = try await reader.execute(.get(key: "e")) else { throw WeftError(.internalError, "no value") }
+        #expect(e.value == Array("e1".utf8))
+        #expect(reader.cachedCount == 2)
         await reader.close()
         await writer.close()
     }
