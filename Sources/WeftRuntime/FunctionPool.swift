@@ -57,10 +57,7 @@ final class FunctionPool: @unchecked Sendable {
         }
         guard let candidates else { throw WeftError(.unavailable, "function '\(info.manifest.name)' is being replaced") }
         for inst in candidates where inst.hasWaiter {
-            if inst.dispatch(p, deadlineUnixMs: deadlineUnixMs()) {
-                worker.armTimeout(invocation: p.id, instance: inst, timeoutMs: info.manifest.timeoutMs)
-                return
-            }
+            if inst.dispatch(p, deadlineUnixMs: deadlineUnixMs()) { return }
         }
         let (start, listed) = try state.withLock { (s) throws(WeftError) -> (Bool, [Instance]) in
             guard s.queue.count - s.queueHead < limits.queueMax else {
@@ -94,9 +91,7 @@ final class FunctionPool: @unchecked Sendable {
             return p
         }
         guard let next else { return }
-        if inst.dispatch(next, deadlineUnixMs: deadlineUnixMs()) {
-            worker.armTimeout(invocation: next.id, instance: inst, timeoutMs: info.manifest.timeoutMs)
-        } else {
+        if !inst.dispatch(next, deadlineUnixMs: deadlineUnixMs()) {
             // It died in between: put it back in front.
             state.withLock { s in
                 if s.queueHead > 0 {
@@ -135,21 +130,37 @@ final class FunctionPool: @unchecked Sendable {
         }
     }
 
-    /// Called when `p` has waited `timeoutMs` since it was submitted: if it is still queued it
-    /// fails with `timeout`, and instances that never became ready in that time are killed.
-    func queueTimeout(_ p: PendingInvocation, timeoutMs: Int) {
-        let now = monotonicNs()
-        let (removed, stuck) = state.withLock { s -> (Bool, [Instance]) in
-            guard let i = s.queue[s.queueHead...].firstIndex(where: { $0.id == p.id }) else { return (false, []) }
-            s.queue.remove(at: i)
-            let stuck = s.instances.filter { $0.neverServed && now - $0.createdNs > UInt64(timeoutMs) * 1_000_000 }
-            return (true, stuck)
+    /// The worker's timeout sweep: queued invocations older than the function's timeout plus
+    /// `startupTimeoutMs` fail with `timeout` (and instances that never became ready in that
+    /// time are killed); instances running an invocation past the function's timeout are
+    /// killed (it fails with `timeout`).
+    func expireTimeouts(nowNs: UInt64, startupTimeoutMs: Int) {
+        let queueTimeoutMs = info.manifest.timeoutMs + startupTimeoutMs
+        let queueTimeoutNs = UInt64(queueTimeoutMs) * 1_000_000
+        let (expired, stuck, instances) = state.withLock { s -> ([PendingInvocation], [Instance], [Instance]) in
+            // The queue is in submission order: whatever expired is at its front.
+            var expired: [PendingInvocation] = []
+            while s.queueHead < s.queue.count, nowNs &- s.queue[s.queueHead].enqueuedNs > queueTimeoutNs, nowNs > s.queue[s.queueHead].enqueuedNs {
+                expired.append(s.queue[s.queueHead])
+                s.queueHead += 1
+            }
+            if s.queueHead == s.queue.count {
+                s.queue.removeAll(keepingCapacity: true)
+                s.queueHead = 0
+            }
+            let stuck = expired.isEmpty ? [] : s.instances.filter { $0.neverServed && nowNs &- $0.createdNs > queueTimeoutNs }
+            return (expired, stuck, s.instances)
         }
-        guard removed else { return }
-        for inst in stuck { inst.kill(WeftError(.timeout, "the instance did not become ready within \(timeoutMs) ms")) }
-        p.complete(InvocationOutcome(
-            output: [], error: WeftError(.timeout, "no instance took the invocation within its timeout of \(timeoutMs) ms"),
-            stderrTail: "", cold: true, startedNs: p.enqueuedNs, finishedNs: now))
+        for inst in stuck { inst.kill(WeftError(.timeout, "the instance did not become ready within \(queueTimeoutMs) ms")) }
+        for p in expired {
+            p.complete(InvocationOutcome(
+                output: [], error: WeftError(.timeout, "no instance took the invocation within its timeout of \(queueTimeoutMs) ms"),
+                stderrTail: "", cold: true, startedNs: p.enqueuedNs, finishedNs: nowNs))
+        }
+        let runTimeoutMs = info.manifest.timeoutMs
+        for inst in instances where inst.isOverdue(nowNs: nowNs, timeoutNs: UInt64(runTimeoutMs) * 1_000_000) {
+            inst.kill(WeftError(.timeout, "the function ran longer than its timeout of \(runTimeoutMs) ms"))
+        }
     }
 
     private func deadlineUnixMs() -> UInt64 {

@@ -55,6 +55,7 @@ public final class Worker: FunctionService, @unchecked Sendable {
     private let pools = Mutex<[String: FunctionPool]>([:])
     private let records: RecordBook
     private let reaper = Mutex<RepeatedTask?>(nil)
+    private let sweeps = Atomic<Int>(0)
     /// Counters for /metrics and status.
     public let counters = WorkerCounters()
 
@@ -73,8 +74,8 @@ public final class Worker: FunctionService, @unchecked Sendable {
         self.code = try CodeCache(root: options.codeDirectory)
         self.logger = logger
         self.records = RecordBook(max: options.recordsMax)
-        let task = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [weak self] _ in
-            self?.reapIdle()
+        let task = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(Self.sweepMs), delay: .milliseconds(Self.sweepMs)) { [weak self] _ in
+            self?.sweep()
         }
         reaper.withLock { $0 = task }
     }
@@ -172,7 +173,6 @@ public final class Worker: FunctionService, @unchecked Sendable {
             let p = PendingInvocation(id: id, input: input, enqueuedNs: monotonicNs()) { c.resume(returning: .success($0)) }
             do {
                 try pool.submit(p)
-                armQueueTimeout(p, pool: pool)
             } catch {
                 c.resume(returning: .failure(.wrapping(error)))
             }
@@ -192,7 +192,6 @@ public final class Worker: FunctionService, @unchecked Sendable {
         }
         do {
             try pool.submit(p)
-            armQueueTimeout(p, pool: pool)
         } catch {
             records.remove(tenant: tenant, id: id)
             throw error
@@ -248,25 +247,24 @@ public final class Worker: FunctionService, @unchecked Sendable {
     }
 
     /// Kills the instance if the invocation is still running after `timeoutMs`.
-    func armTimeout(invocation id: String, instance: Instance, timeoutMs: Int) {
-        group.next().scheduleTask(in: .milliseconds(Int64(timeoutMs))) { [weak instance] in
-            guard let instance, instance.isRunning(id) else { return }
-            instance.kill(WeftError(.timeout, "the function ran longer than its timeout of \(timeoutMs) ms"))
-        }
-    }
+    /// How often timeouts are checked (so a timeout fires up to this late) and, every tenth
+    /// time, idle instances reaped.
+    static let sweepMs: Int64 = 100
 
-    /// An invocation still waiting for an instance after its timeout plus the time allowed for
-    /// an instance to start fails with `timeout` (a cold start does not eat the function's own
-    /// timeout, which runs from dispatch).
-    private func armQueueTimeout(_ p: PendingInvocation, pool: FunctionPool) {
-        let timeoutMs = pool.info.manifest.timeoutMs + options.startupTimeoutMs
-        group.next().scheduleTask(in: .milliseconds(Int64(timeoutMs))) { [weak pool] in
-            pool?.queueTimeout(p, timeoutMs: timeoutMs)
-        }
-    }
-
-    private func reapIdle() {
+    /// Fails invocations that waited in a queue longer than their timeout plus the time an
+    /// instance may take to start (a cold start does not eat the function's own timeout, which
+    /// runs from dispatch), and kills instances running one past its timeout. One sweep for
+    /// all: a timer per invocation (two, before) kept every invocation's closure and input for
+    /// its whole timeout in the event loops' timer heaps, which grew with rate × timeout and
+    /// whose upkeep took a fifth of the worker's CPU at 2× overload.
+    private func sweep() {
         let all = pools.withLock { Array($0.values) }
+        let now = monotonicNs()
+        for pool in all { pool.expireTimeouts(nowNs: now, startupTimeoutMs: options.startupTimeoutMs) }
+        if sweeps.wrappingAdd(1, ordering: .relaxed).newValue % 10 == 0 { reapIdle(all) }
+    }
+
+    private func reapIdle(_ all: [FunctionPool]) {
         for pool in all { pool.reapIdle(keepAliveMs: options.keepAliveMs) }
         counters.queueDepth.store(all.reduce(0) { $0 + $1.queueDepth }, ordering: .relaxed)
         counters.instances.store(all.reduce(0) { $0 + $1.instanceCount }, ordering: .relaxed)

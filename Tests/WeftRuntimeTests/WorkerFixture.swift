@@ -12,7 +12,7 @@ struct WorkerFixture {
     let worker: Worker
     let group: MultiThreadedEventLoopGroup
 
-    static func start(keepAliveMs: Int = 60_000, instancesMax: Int = 8, queueMax: Int = 256) throws -> WorkerFixture {
+    static func start(keepAliveMs: Int = 60_000, instancesMax: Int = 8, queueMax: Int = 256, startupTimeoutMs: Int? = nil) throws -> WorkerFixture {
         let store = MemoryStore(limits: .default)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var logger = Logger(label: "test.worker")
@@ -21,6 +21,7 @@ struct WorkerFixture {
         options.keepAliveMs = keepAliveMs
         options.instancesPerFunctionMax = instancesMax
         options.queuePerFunctionMax = queueMax
+        if let startupTimeoutMs { options.startupTimeoutMs = startupTimeoutMs }
         let worker = try Worker(store: store, launcher: try SandboxLauncher.locate(), group: group, options: options, logger: logger)
         return WorkerFixture(store: store, worker: worker, group: group)
     }
@@ -32,11 +33,13 @@ struct WorkerFixture {
         try? await group.shutdownGracefully()
     }
 
-    /// Deploys a built executable of this package (e.g. "hello", "hostile-function").
+    /// Deploys a built executable of this package (e.g. "hello", "hostile-function"), or the
+    /// program at an absolute path.
     @discardableResult
     func deploy(_ product: String, as name: String? = nil, tenant: String = "t1", memoryMB: Int = 128, timeoutMs: Int = 10_000,
                 concurrency: Int = 1, network: Bool = false) async throws -> FunctionInfo {
-        let code = try Array(Data(contentsOf: URL(fileURLWithPath: Self.executable(product))))
+        let path = product.hasPrefix("/") ? product : try Self.executable(product)
+        let code = try Array(Data(contentsOf: URL(fileURLWithPath: path)))
         return try await worker.deploy(
             tenant: tenant,
             manifest: FunctionManifest(name: name ?? product, memoryMB: memoryMB, timeoutMs: timeoutMs, concurrency: concurrency, network: network),

@@ -76,6 +76,23 @@ struct WorkerTests {
         await f.stop()
     }
 
+    /// An invocation no instance takes (this one never asks for work: `yes` only prints)
+    /// fails with `timeout` once it has waited the function's timeout plus the start-up
+    /// allowance, the stuck instance is killed, and the worker serves on.
+    @Test func anInvocationNoInstanceTakesTimesOutInTheQueue() async throws {
+        let f = try WorkerFixture.start(startupTimeoutMs: 500)
+        try await f.deploy("/usr/bin/yes", as: "mute", memoryMB: 64, timeoutMs: 300)
+        try await f.deploy("hello")
+        let start = ContinuousClock.now
+        let r = try await f.invoke("mute", "x")
+        let waited = ContinuousClock.now - start
+        #expect(r.errorCode == .timeout, "\(r.errorCode.map { "\($0)" } ?? "nil") \(r.errorMessage ?? "")")
+        #expect(r.errorMessage?.contains("no instance took") == true, "\(r.errorMessage ?? "")")
+        #expect(waited >= .milliseconds(800) && waited < .seconds(10), "timed out after \(waited) (300 ms + 500 ms start-up)")
+        #expect(try await f.invoke("hello", "still here").text == "hello, still here")
+        await f.stop()
+    }
+
     @Test func largeValuesCrossTheSharedArenaIntact() async throws {
         let f = try WorkerFixture.start()
         try await f.deploy("hostile-function", as: "h", memoryMB: 256, timeoutMs: 30_000)
