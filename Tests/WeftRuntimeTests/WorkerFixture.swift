@@ -33,16 +33,14 @@ struct WorkerFixture {
         try? await group.shutdownGracefully()
     }
 
-    /// Deploys a built executable of this package (e.g. "hello", "hostile-function"), or the
-    /// program at an absolute path.
+    /// Deploys a built executable of this package (e.g. "hello", "hostile-function").
     @discardableResult
     func deploy(_ product: String, as name: String? = nil, tenant: String = "t1", memoryMB: Int = 128, timeoutMs: Int = 10_000,
-                concurrency: Int = 1, network: Bool = false) async throws -> FunctionInfo {
-        let path = product.hasPrefix("/") ? product : try Self.executable(product)
-        let code = try Array(Data(contentsOf: URL(fileURLWithPath: path)))
+                concurrency: Int = 1, network: Bool = false, env: [String: String] = [:]) async throws -> FunctionInfo {
+        let code = try Array(Data(contentsOf: URL(fileURLWithPath: Self.executable(product))))
         return try await worker.deploy(
             tenant: tenant,
-            manifest: FunctionManifest(name: name ?? product, memoryMB: memoryMB, timeoutMs: timeoutMs, concurrency: concurrency, network: network),
+            manifest: FunctionManifest(name: name ?? product, memoryMB: memoryMB, timeoutMs: timeoutMs, concurrency: concurrency, network: network, env: env),
             code: code)
     }
 

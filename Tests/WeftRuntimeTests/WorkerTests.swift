@@ -76,12 +76,12 @@ struct WorkerTests {
         await f.stop()
     }
 
-    /// An invocation no instance takes (this one never asks for work: `yes` only prints)
-    /// fails with `timeout` once it has waited the function's timeout plus the start-up
-    /// allowance, the stuck instance is killed, and the worker serves on.
+    /// An invocation no instance takes (this one never asks for work) fails with `timeout`
+    /// once it has waited the function's timeout plus the start-up allowance, the stuck
+    /// instance is killed, and the worker serves on.
     @Test func anInvocationNoInstanceTakesTimesOutInTheQueue() async throws {
         let f = try WorkerFixture.start(startupTimeoutMs: 500)
-        try await f.deploy("/usr/bin/yes", as: "mute", memoryMB: 64, timeoutMs: 300)
+        try await f.deploy("hostile-function", as: "mute", memoryMB: 64, timeoutMs: 300, env: ["HOSTILE_MUTE": "1"])
         try await f.deploy("hello")
         let start = ContinuousClock.now
         let r = try await f.invoke("mute", "x")

@@ -25,6 +25,11 @@ func errnoName(_ e: Int32) -> String {
     }
 }
 
+// HOSTILE_MUTE=1: an instance that never asks for work (it only waits), for queue timeouts.
+if getenv("HOSTILE_MUTE") != nil {
+    while true { sleep(60) }
+}
+
 await WeftFunctionRuntime.run { (input: [UInt8], context: FunctionContext) async throws -> [UInt8] in
     let command = String(decoding: input, as: UTF8.self)
     let reply: String
