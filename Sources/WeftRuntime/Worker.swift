@@ -246,7 +246,6 @@ public final class Worker: FunctionService, @unchecked Sendable {
         return chosen
     }
 
-    /// Kills the instance if the invocation is still running after `timeoutMs`.
     /// How often timeouts are checked (so a timeout fires up to this late) and, every tenth
     /// time, idle instances reaped.
     static let sweepMs: Int64 = 100
