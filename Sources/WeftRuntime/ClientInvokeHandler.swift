@@ -20,9 +20,7 @@ public struct ClientInvokeHandler: FunctionRequestHandler {
     public func result(invocationID: String, output: [UInt8], error: WeftError?) {}
 
     public func invoke(function: String, input: [UInt8], async: Bool, completion: @escaping @Sendable (Result<(String, [UInt8]), WeftError>) -> Void) {
-        let worker = self.worker
-        let tenant = self.tenant
-        Task { completion(await worker.invokeForCaller(tenant: tenant, function: function, input: input, async: async)) }
+        worker.invokeForCaller(tenant: tenant, function: function, input: input, async: async, completion: completion)
     }
 
     public func closed() {}

@@ -47,20 +47,25 @@ public struct FunctionRegistry: Sendable {
 
     /// The current deploy of a function (`notFound` if there is none).
     public func lookup(tenant: String, name: String) async throws(WeftError) -> (info: FunctionInfo, codeVersion: Revision) {
-        try decode(try await manifestEntry(tenant: tenant, name: name))
+        let entry = await withCheckedContinuation { (c: CheckedContinuation<Result<KeyValue, WeftError>, Never>) in
+            manifestEntry(tenant: tenant, name: name) { c.resume(returning: $0) }
+        }
+        return try decode(try entry.get())
     }
 
     /// The stored manifest entry, undecoded (its version is the function's version).
-    func manifestEntry(tenant: String, name: String) async throws(WeftError) -> KeyValue {
-        let response: StateResponse
-        do {
-            response = try await store.execute(.get(key: Self.base(tenant, name) + "manifest"))
-        } catch {
-            guard error.code == .notFound || error.code == .invalidKey else { throw error }
-            throw WeftError(.notFound, "no function '\(name)'")
+    /// The stored manifest of a function (its version is the function's), through `completion`:
+    /// at once with an in-memory store.
+    func manifestEntry(tenant: String, name: String, completion: @escaping @Sendable (Result<KeyValue, WeftError>) -> Void) {
+        store.execute(.get(key: Self.base(tenant, name) + "manifest")) { result in
+            switch result {
+            case .success(.value(let kv)): completion(.success(kv))
+            case .success: completion(.failure(WeftError(.internalError, "unexpected response to the manifest get")))
+            case .failure(let error) where error.code == .notFound || error.code == .invalidKey:
+                completion(.failure(WeftError(.notFound, "no function '\(name)'")))
+            case .failure(let error): completion(.failure(error))
+            }
         }
-        guard case .value(let kv) = response else { throw WeftError(.internalError, "unexpected response to the manifest get") }
-        return kv
     }
 
     func decode(_ kv: KeyValue) throws(WeftError) -> (info: FunctionInfo, codeVersion: Revision) {

@@ -127,9 +127,7 @@ final class Instance: FunctionRequestHandler, @unchecked Sendable {
     }
 
     func invoke(function: String, input: [UInt8], async: Bool, completion: @escaping @Sendable (Result<(String, [UInt8]), WeftError>) -> Void) {
-        let worker = pool.worker
-        let tenant = pool.tenant
-        Task { completion(await worker.invokeForCaller(tenant: tenant, function: function, input: input, async: async)) }
+        pool.worker.invokeForCaller(tenant: pool.tenant, function: function, input: input, async: async, completion: completion)
     }
 
     func closed() {

@@ -166,20 +166,35 @@ public final class Worker: FunctionService, @unchecked Sendable {
     }
 
     public func invoke(tenant: String, function: String, input: [UInt8]) async throws(WeftError) -> InvocationRecord {
-        let pool = try await pool(tenant: tenant, function: function)
-        let id = Self.newID()
-        let startedAtMs = Self.unixMs()
-        let outcome: InvocationOutcome = try await withCheckedContinuation { (c: CheckedContinuation<Result<InvocationOutcome, WeftError>, Never>) in
-            let p = PendingInvocation(id: id, input: input, enqueuedNs: monotonicNs()) { c.resume(returning: .success($0)) }
+        try await withCheckedContinuation { (c: CheckedContinuation<Result<InvocationRecord, WeftError>, Never>) in
+            invoke(tenant: tenant, function: function, input: input) { c.resume(returning: $0) }
+        }.get()
+    }
+
+    /// `invoke` without a task: `completion` runs on the thread the outcome arrives on (the
+    /// instance's event loop), or at once when the invocation is refused (`overloaded`, an
+    /// unknown function). A warm invocation from a node's client or a function then crosses no
+    /// thread of Swift's pool: each such hop was a wake-up on the way in and on the way out.
+    public func invoke(tenant: String, function: String, input: [UInt8], completion: @escaping @Sendable (Result<InvocationRecord, WeftError>) -> Void) {
+        withPool(tenant: tenant, function: function) { [self] found in
+            let pool: FunctionPool
+            switch found {
+            case .failure(let error): return completion(.failure(error))
+            case .success(let p): pool = p
+            }
+            let id = Self.newID()
+            let startedAtMs = Self.unixMs()
+            let p = PendingInvocation(id: id, input: input, enqueuedNs: monotonicNs()) { [self] outcome in
+                let record = makeRecord(id: id, pool: pool, outcome: outcome, startedAtMs: startedAtMs)
+                records.put(tenant: tenant, record)
+                completion(.success(record))
+            }
             do {
                 try pool.submit(p)
             } catch {
-                c.resume(returning: .failure(.wrapping(error)))
+                completion(.failure(.wrapping(error)))
             }
-        }.get()
-        let record = makeRecord(id: id, pool: pool, outcome: outcome, startedAtMs: startedAtMs)
-        records.put(tenant: tenant, record)
-        return record
+        }
     }
 
     public func invokeAsync(tenant: String, function: String, input: [UInt8]) async throws(WeftError) -> String {
@@ -206,17 +221,26 @@ public final class Worker: FunctionService, @unchecked Sendable {
 
     /// An invoke from a caller inside the runtime (a function's `ctx.invoke`) or from a client of
     /// the node: the output, or the failure with the stderr tail appended to its message.
-    func invokeForCaller(tenant: String, function: String, input: [UInt8], async: Bool) async -> Result<(String, [UInt8]), WeftError> {
-        do {
-            if async {
-                return .success((try await invokeAsync(tenant: tenant, function: function, input: input), []))
+    /// Synchronous ones complete without a task (see `invoke(tenant:function:input:completion:)`).
+    func invokeForCaller(
+        tenant: String, function: String, input: [UInt8], async: Bool, completion: @escaping @Sendable (Result<(String, [UInt8]), WeftError>) -> Void
+    ) {
+        if async {
+            Task {
+                do {
+                    completion(.success((try await invokeAsync(tenant: tenant, function: function, input: input), [])))
+                } catch {
+                    completion(.failure(.wrapping(error)))
+                }
             }
-            let record = try await invoke(tenant: tenant, function: function, input: input)
-            guard let error = record.error else { return .success((record.id, record.output)) }
-            let tail = record.stderrTail.isEmpty ? "" : "\n--- stderr (tail) ---\n\(record.stderrTail)"
-            return .failure(WeftError(error.code, error.message + tail))
-        } catch {
-            return .failure(error)
+            return
+        }
+        invoke(tenant: tenant, function: function, input: input) { result in
+            completion(result.flatMap { record in
+                guard let error = record.error else { return .success((record.id, record.output)) }
+                let tail = record.stderrTail.isEmpty ? "" : "\n--- stderr (tail) ---\n\(record.stderrTail)"
+                return .failure(WeftError(error.code, error.message + tail))
+            })
         }
     }
 
@@ -226,10 +250,39 @@ public final class Worker: FunctionService, @unchecked Sendable {
 
     /// The pool of the function's current version, made (code fetched and unpacked) on first use.
     private func pool(tenant: String, function: String) async throws(WeftError) -> FunctionPool {
-        // The manifest's version says whether the pool is current; decode it only when not.
-        let entry = try await registry.manifestEntry(tenant: tenant, name: function)
+        let found = await withCheckedContinuation { (c: CheckedContinuation<Result<FunctionPool, WeftError>, Never>) in
+            withPool(tenant: tenant, function: function) { c.resume(returning: $0) }
+        }
+        return try found.get()
+    }
+
+    /// Hands `body` the pool of the function's current version: at once when it exists (the
+    /// manifest's version says whether it is current; it is decoded only when not), from a task
+    /// that makes it otherwise.
+    private func withPool(tenant: String, function: String, _ body: @escaping @Sendable (Result<FunctionPool, WeftError>) -> Void) {
+        registry.manifestEntry(tenant: tenant, name: function) { [self] found in
+            let entry: KeyValue
+            switch found {
+            case .failure(let error): return body(.failure(error))
+            case .success(let e): entry = e
+            }
+            if let existing = pools.withLock({ $0[Self.poolKey(tenant, function)] }), existing.info.version == entry.version {
+                return body(.success(existing))
+            }
+            Task { [self] in
+                do {
+                    body(.success(try await makePool(tenant: tenant, function: function, entry: entry)))
+                } catch {
+                    body(.failure(.wrapping(error)))
+                }
+            }
+        }
+    }
+
+    /// Makes the pool of the version `entry` describes (code fetched and unpacked), unless a
+    /// pool of that version or newer exists meanwhile; drains the one it replaces.
+    private func makePool(tenant: String, function: String, entry: KeyValue) async throws(WeftError) -> FunctionPool {
         let key = Self.poolKey(tenant, function)
-        if let existing = pools.withLock({ $0[key] }), existing.info.version == entry.version { return existing }
         let (info, codeVersion) = try registry.decode(entry)
         let bytes = try await registry.code(tenant: tenant, name: function, codeVersion: codeVersion)
         let (dir, exe) = try await code.installOffPool(tenant: tenant, name: function, version: info.version, code: bytes)
