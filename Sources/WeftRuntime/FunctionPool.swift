@@ -140,7 +140,7 @@ final class FunctionPool: @unchecked Sendable {
         let (expired, stuck, instances) = state.withLock { s -> ([PendingInvocation], [Instance], [Instance]) in
             // The queue is in submission order: whatever expired is at its front.
             var expired: [PendingInvocation] = []
-            while s.queueHead < s.queue.count, nowNs &- s.queue[s.queueHead].enqueuedNs > queueTimeoutNs, nowNs > s.queue[s.queueHead].enqueuedNs {
+            while s.queueHead < s.queue.count, nowNs > s.queue[s.queueHead].enqueuedNs + queueTimeoutNs {
                 expired.append(s.queue[s.queueHead])
                 s.queueHead += 1
             }

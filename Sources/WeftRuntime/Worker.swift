@@ -54,7 +54,7 @@ public final class Worker: FunctionService, @unchecked Sendable {
     private let logger: Logger
     private let pools = Mutex<[String: FunctionPool]>([:])
     private let records: RecordBook
-    private let reaper = Mutex<RepeatedTask?>(nil)
+    private let sweeper = Mutex<RepeatedTask?>(nil)
     private let sweeps = Atomic<Int>(0)
     /// Counters for /metrics and status.
     public let counters = WorkerCounters()
@@ -77,7 +77,7 @@ public final class Worker: FunctionService, @unchecked Sendable {
         let task = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(Self.sweepMs), delay: .milliseconds(Self.sweepMs)) { [weak self] _ in
             self?.sweep()
         }
-        reaper.withLock { $0 = task }
+        sweeper.withLock { $0 = task }
     }
 
     /// Instance starts under way, and whether the worker is shut down. A start ends by serving
@@ -142,7 +142,7 @@ public final class Worker: FunctionService, @unchecked Sendable {
         while starts.withLock({ $0.inFlight }) > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(5))
         }
-        reaper.withLock { $0?.cancel() }
+        sweeper.withLock { $0?.cancel() }
         let all = pools.withLock { p in
             defer { p.removeAll() }
             return Array(p.values)
