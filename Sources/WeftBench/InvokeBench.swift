@@ -243,29 +243,41 @@ extension InvokeBench {
     /// earlier ones have answered, for `seconds`; then waits for every answer. Latency runs
     /// from the send of each invocation to its answer. Returns the invocations sent and the
     /// seconds from the first send to the last answer.
+    ///
+    /// Each invocation is sent with a callback, not from a task of its own: the generator
+    /// shares this machine with the node it loads, and at 2× overload (~60k invocations/s, half
+    /// of them answered `overloaded`) a task and a thrown error per invocation cost it more CPU
+    /// than the node used (sampled: bench 73–100% of a core, `weft up` 44–60%), so its own
+    /// backlog read as lost goodput.
     static func openLoop(
         rate: Double, seconds: Double, client: WeftClient, tally: OverloadTally, function: @escaping @Sendable (Int) -> String
     ) async -> (total: Int, elapsed: Double) {
         let clock = ContinuousClock()
         let start = clock.now
         let total = Int(rate * seconds)
-        await withTaskGroup(of: Void.self) { group in
-            for i in 0..<total {
-                let at = start + .nanoseconds(Int64(Double(i) / rate * 1e9))
-                if at > clock.now { try? await Task.sleep(until: at, clock: clock) }
-                group.addTask {
+        guard total > 0 else { return (0, 0) }
+        await withCheckedContinuation { (allAnswered: CheckedContinuation<Void, Never>) in
+            let answered = Tally(expecting: total) { _ in allAnswered.resume() }
+            Task {
+                for i in 0..<total {
+                    let at = start + .nanoseconds(Int64(Double(i) / rate * 1e9))
+                    if at > clock.now { try? await Task.sleep(until: at, clock: clock) }
                     let t0 = clock.now
-                    do {
-                        _ = try await client.invoke(function(i), [1])
-                        tally.ok.wrappingAdd(1, ordering: .relaxed)
-                        let t = Self.micros(clock.now - t0)
-                        tally.latencies.withLock { $0.append(t) }
-                    } catch {
-                        if (error as? WeftError)?.code == .overloaded { tally.overloaded.wrappingAdd(1, ordering: .relaxed) } else { tally.failed.wrappingAdd(1, ordering: .relaxed) }
+                    client.submit(.functionInvoke(function: function(i), input: [1], async: false), epoch: 0, timeoutMs: 86_400_000) { result in
+                        switch result {
+                        case .success(.functionOutput):
+                            tally.ok.wrappingAdd(1, ordering: .relaxed)
+                            let t = Self.micros(clock.now - t0)
+                            tally.latencies.withLock { $0.append(t) }
+                        case .success(.state(.failure(let error))) where error.code == .overloaded:
+                            tally.overloaded.wrappingAdd(1, ordering: .relaxed)
+                        default:
+                            tally.failed.wrappingAdd(1, ordering: .relaxed)
+                        }
+                        answered.add(1)
                     }
                 }
             }
-            await group.waitForAll()
         }
         return (total, Self.micros(clock.now - start) / 1e6)
     }
