@@ -13,9 +13,10 @@ import WeftCore
 ///
 /// `id` is the change's revision; a reconnecting client sends `Last-Event-ID` and resumes at
 /// the next revision. On a cluster (`revisionsAreGlobal` false) events carry no `id` and a
-/// watch starts from now: one revision cannot say where each shard left off. Keys are the tenant's own (without the `tenants/<t>/` prefix). A watcher
-/// that falls behind by more than `watchBacklogMax` events, or asks for history that is gone,
-/// gets `event: compacted` and the stream ends; a gateway that shuts down sends `event: error`.
+/// watch starts from now: one revision cannot say where each shard left off. Keys are the
+/// tenant's own (without the `tenants/<t>/` prefix). A watcher that falls behind by more than
+/// `watchBacklogMax` events, or asks for history that is gone, gets `event: compacted` and the
+/// stream ends; a gateway that shuts down sends `event: error`.
 extension GatewayHandlers {
     func watch(_ request: Request) async throws -> Response {
         let tenant = try await authenticate(request)

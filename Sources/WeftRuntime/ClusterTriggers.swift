@@ -16,17 +16,7 @@ extension TriggerManager {
     func runWhileLeader(_ client: WeftClient) async throws {
         let lock = try await client.campaign(Self.election, value: Array(candidate.utf8), ttlSeconds: Self.leaderTTLSeconds)
         logger.info("this node runs the cluster's triggers", metadata: ["candidate": "\(candidate)"])
-        let follower = Task { [self] in
-            while !Task.isCancelled {
-                do {
-                    try await followTriggerKeys(client)
-                } catch {
-                    if Task.isCancelled { return }
-                    logger.warning("following triggers failed, retrying", metadata: ["error": "\(error)"])
-                    try? await Task.sleep(for: .seconds(1))
-                }
-            }
-        }
+        let follower = Task { [self] in await retrying { try await followTriggerKeys(client) } }
         while !lock.isLost && !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(200))
         }

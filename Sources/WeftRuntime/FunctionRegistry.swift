@@ -53,9 +53,8 @@ public struct FunctionRegistry: Sendable {
         return try decode(try entry.get())
     }
 
-    /// The stored manifest entry, undecoded (its version is the function's version).
-    /// The stored manifest of a function (its version is the function's), through `completion`:
-    /// at once with an in-memory store.
+    /// The stored manifest entry, undecoded (its version is the function's version), through
+    /// `completion`: at once with an in-memory store.
     func manifestEntry(tenant: String, name: String, completion: @escaping @Sendable (Result<KeyValue, WeftError>) -> Void) {
         store.execute(.get(key: Self.base(tenant, name) + "manifest")) { result in
             switch result {

@@ -65,7 +65,6 @@ final class Instance: FunctionRequestHandler, @unchecked Sendable {
     }
 
     var isDead: Bool { state.withLock { $0.dead } }
-    func isRunning(_ invocationID: String) -> Bool { state.withLock { $0.running[invocationID] != nil } }
     /// Whether an invocation has run longer than `timeoutNs` (since its dispatch).
     func isOverdue(nowNs: UInt64, timeoutNs: UInt64) -> Bool {
         state.withLock { s in !s.dead && s.running.values.contains { nowNs > $0.startedNs && nowNs - $0.startedNs > timeoutNs } }

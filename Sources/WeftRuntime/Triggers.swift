@@ -109,16 +109,25 @@ public final class TriggerManager: Sendable {
     /// Follows `_weft/triggers/`: starts, restarts and stops triggers as their keys change.
     public func start() {
         let task = Task { [self] in
-            while !Task.isCancelled {
-                do {
-                    if let cluster { try await runWhileLeader(cluster) } else { try await followTriggerKeys() }
-                } catch {
-                    logger.warning("following triggers failed, retrying", metadata: ["error": "\(error)"])
-                    try? await Task.sleep(for: .seconds(1))
-                }
+            await retrying {
+                if let cluster { try await runWhileLeader(cluster) } else { try await followTriggerKeys() }
             }
         }
         follow.withLock { $0 = task }
+    }
+
+    /// Runs `body` again each time it ends, until the task is cancelled; a failure is logged
+    /// and followed by a second's pause.
+    func retrying(_ body: () async throws -> Void) async {
+        while !Task.isCancelled {
+            do {
+                try await body()
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("following triggers failed, retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
     }
 
     public func stop() {

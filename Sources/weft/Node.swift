@@ -148,7 +148,7 @@ struct Node: AsyncParsableCommand {
                 let clusterState = ClientBackedStore(client: client)
                 // The worker looks its functions up on every invocation: through the coherent
                 // cache (DESIGN, "Local cache"), that is local while the cache lease runs (a
-                // chained call on a 3-node cluster: 184-280 -> 123-135 us p50).
+                // chained call on a 3-node cluster: 184-280 -> 138-174 us p50).
                 let lookups = await Self.clusterClient(through: advertised, cacheEntriesMax: Self.registryCacheEntriesMax, logger: logger)
                 lookupClient = lookups
                 worker = workerOptions.make(
