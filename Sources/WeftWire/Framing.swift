@@ -10,28 +10,35 @@ public struct RawFrame: Sendable {
     public var payload: ByteBuffer
     /// The payload, when the sender put it in its half of the connection's arena.
     public var arenaPayload: ArenaSlice?
+    /// The payload, when it was large and collected into an array as it arrived (see
+    /// `FrameParser.collectPayloadBytesMin`).
+    public var collectedPayload: [UInt8]?
     /// The sender allows the answer to carry its payload in the answerer's arena half.
     public var grantsArena: Bool
 
-    public init(header: ByteBuffer, payload: ByteBuffer, arenaPayload: ArenaSlice? = nil, grantsArena: Bool = false) {
+    public init(header: ByteBuffer, payload: ByteBuffer, arenaPayload: ArenaSlice? = nil, collectedPayload: [UInt8]? = nil, grantsArena: Bool = false) {
         self.header = header
         self.payload = payload
         self.arenaPayload = arenaPayload
+        self.collectedPayload = collectedPayload
         self.grantsArena = grantsArena
     }
 
     /// Bytes of payload, wherever it is.
-    public var payloadCount: Int { arenaPayload?.count ?? payload.readableBytes }
+    public var payloadCount: Int { arenaPayload?.count ?? collectedPayload?.count ?? payload.readableBytes }
 
-    /// The whole payload as an array (one copy, from the stream or the arena).
+    /// The whole payload as an array (one copy from the stream or the arena; none when it was
+    /// collected as it arrived).
     public func payloadArray() -> [UInt8] {
         if let arenaPayload { return arenaPayload.bytes() }
+        if let collectedPayload { return collectedPayload }
         return payload.getBytes(at: payload.readerIndex, length: payload.readableBytes) ?? []
     }
 
-    /// The payload as a buffer (a copy when it is in the arena).
+    /// The payload as a buffer (a copy when it is in the arena or was collected).
     public func payloadBuffer() -> ByteBuffer {
-        arenaPayload?.buffer() ?? payload
+        if let collectedPayload { return ByteBuffer(bytes: collectedPayload) }
+        return arenaPayload?.buffer() ?? payload
     }
 }
 
@@ -76,6 +83,14 @@ public struct FrameLimits: Sendable {
 public struct FrameParser: Sendable {
     private let limits: FrameLimits
     private var skipBytesRemaining = 0
+    /// A large frame whose payload is being collected, read by read.
+    private var collecting: (header: ByteBuffer, grantsArena: Bool, payload: [UInt8], remaining: Int)?
+
+    /// Frames with at least this much payload in the stream collect it straight into the array
+    /// the decoded value keeps, as the reads arrive: one copy of each byte (read buffer → array)
+    /// instead of two (read buffers → one contiguous buffer → array). For a 1 MiB get, the second
+    /// copy was about a tenth of the client's CPU time.
+    public static let collectPayloadBytesMin = 256 << 10
     /// The arena and the half the peer writes, on a connection that has one.
     private let arena: SharedArena?
     private let peerHalf: SharedArena.Half
@@ -88,6 +103,22 @@ public struct FrameParser: Sendable {
 
     /// The next frame in `buffer` (consumed from it), or nil when more bytes are needed.
     public mutating func next(_ buffer: inout ByteBuffer) throws(FramingError) -> InboundFrame? {
+        if var c = collecting {
+            collecting = nil
+            let n = min(c.remaining, buffer.readableBytes)
+            if n > 0 {
+                buffer.withUnsafeReadableBytes { raw in
+                    c.payload.append(contentsOf: UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n))
+                }
+                buffer.moveReaderIndex(forwardBy: n)
+                c.remaining -= n
+            }
+            guard c.remaining == 0 else {
+                collecting = c
+                return nil
+            }
+            return .frame(RawFrame(header: c.header, payload: ByteBuffer(), collectedPayload: c.payload, grantsArena: c.grantsArena))
+        }
         if skipBytesRemaining > 0 {
             let n = min(skipBytesRemaining, buffer.readableBytes)
             buffer.moveReaderIndex(forwardBy: n)
@@ -117,6 +148,20 @@ public struct FrameParser: Sendable {
             skipBytesRemaining = frameBytes - 4 - headerBytes
             return .oversized(header: header, frameBytes: frameBytes)
         }
+        let payloadBytes = frameBytes - 4 - headerBytes
+        if buffer.readableBytes < 4 + frameBytes, payloadBytes >= Self.collectPayloadBytesMin,
+            flags & ArenaFrame.payloadInArena == 0, buffer.readableBytes >= 8 + headerBytes
+        {
+            // The header is here, most of a large payload is not: collect it as it comes.
+            buffer.moveReaderIndex(forwardBy: 8)
+            var headerSlice = buffer.readSlice(length: headerBytes)!
+            var header = ByteBufferAllocator().buffer(capacity: headerBytes)  // not the read buffer
+            header.writeBuffer(&headerSlice)
+            var payload: [UInt8] = []
+            payload.reserveCapacity(payloadBytes)
+            collecting = (header, flags & ArenaFrame.grantsArena != 0, payload, payloadBytes)
+            return try next(&buffer)
+        }
         guard buffer.readableBytes >= 4 + frameBytes else {
             // Grow the read buffer once to the whole frame instead of doubling repeatedly.
             if buffer.capacity - buffer.readerIndex < 4 + frameBytes, frameBytes > 64 << 10 {
@@ -126,7 +171,7 @@ public struct FrameParser: Sendable {
         }
         buffer.moveReaderIndex(forwardBy: 8)
         let header = buffer.readSlice(length: headerBytes)!
-        var payload = buffer.readSlice(length: frameBytes - 4 - headerBytes)!
+        var payload = buffer.readSlice(length: payloadBytes)!
         let grants = flags & ArenaFrame.grantsArena != 0
         guard flags & ArenaFrame.payloadInArena != 0, let arena else {
             return .frame(RawFrame(header: header, payload: payload, grantsArena: grants))
