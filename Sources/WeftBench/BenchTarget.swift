@@ -29,6 +29,14 @@ public protocol BenchClient: Sendable {
     func get(_ key: String) async throws -> Int
     func put(_ key: String, _ value: [UInt8]) async throws
     func close() async
+    /// The executor the load generator runs this client's loop on: its connection's event loop
+    /// where it has one (for every system alike, so the requests and their answers need no
+    /// hand-off between the loop and Swift's pool); nil runs it on the pool.
+    var executor: (any TaskExecutor)? { get }
+}
+
+extension BenchClient {
+    public var executor: (any TaskExecutor)? { nil }
 }
 
 /// A target that can also watch a key, for watch-latency measurements.

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import WeftClient
 
 // MARK: - RESP2 values and codec
 
@@ -284,9 +285,11 @@ public struct RedisTarget: BenchTarget {
 
 public final class RedisClient: BenchClient {
     public let channel: any Channel
+    public let executor: (any TaskExecutor)?
 
     init(channel: any Channel) {
         self.channel = channel
+        self.executor = LoopExecutor(channel.eventLoop)
     }
 
     public static func connect(

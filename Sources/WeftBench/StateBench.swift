@@ -224,7 +224,7 @@ public struct StateBench: Sendable {
         do {
             stats = try await withThrowingTaskGroup(of: ClientStats.self) { group in
                 for (index, client) in connections.enumerated() {
-                    group.addTask {
+                    group.addTask(executorPreference: client.executor) {
                         var rng = FastRandom(seed: UInt64(index) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(valueBytes))
                         var s = ClientStats()
                         while true {

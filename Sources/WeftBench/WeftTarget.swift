@@ -33,7 +33,8 @@ public struct WeftTarget: WatchableBenchTarget {
     }
 
     public func makeClient() async throws -> any BenchClient {
-        WeftBenchClient(client: try await connect())
+        let client = try await connect()
+        return WeftBenchClient(client: client, executor: try await client.connectionExecutor())
     }
 
     public func makeWatcher(key: String) async throws -> any BenchWatcher {
@@ -71,9 +72,11 @@ extension ClusterClient: WeftStateClient {
 /// A bench client over either kind of Weft client; an absent key reads as 0 bytes.
 final class WeftBenchClient<Client: WeftStateClient>: BenchClient {
     let client: Client
+    let executor: (any TaskExecutor)?
 
-    init(client: Client) {
+    init(client: Client, executor: (any TaskExecutor)? = nil) {
         self.client = client
+        self.executor = executor
     }
 
     func get(_ key: String) async throws -> Int {

@@ -1,24 +1,25 @@
 import NIOCore
 
-/// Runs tasks on one event loop: the loop of the instance's connection to its worker.
+/// Runs tasks on one event loop, e.g. the loop of a client's connection
+/// (`WeftClient.connectionExecutor()`), or of a function instance's connection to its worker.
 ///
-/// A handler that awaits the state layer otherwise crosses threads twice per request: its task
-/// hands the request to the event loop (a wake-up), and the loop hands the answer back to a
-/// thread of Swift's cooperative pool (another). Handlers that prefer this executor run on the
-/// loop itself, so a request is written, and its answer resumes the handler, on one thread.
+/// A task that awaits requests otherwise crosses threads twice per request: it hands the
+/// request to the event loop (a wake-up), and the loop hands the answer back to a thread of
+/// Swift's cooperative pool (another). Tasks that prefer this executor
+/// (`Task(executorPreference:)`, `group.addTask(executorPreference:)`) run on the loop itself,
+/// so a request is written, and its answer resumes the task, on one thread.
 ///
-/// The cost: handlers of one instance share the loop's thread. A handler that computes for long
-/// (or blocks) holds up the instance's other handlers and its I/O until it awaits; compute-heavy
-/// functions should keep their concurrency per instance at 1 and let the worker start more
-/// instances (each instance is its own process with its own loop).
-final class LoopExecutor: TaskExecutor {
-    let loop: any EventLoop
+/// The cost: such tasks share the loop's thread with each other and with the connection's I/O.
+/// A task that computes for long (or blocks) holds them all up until it awaits; keep compute
+/// off it.
+public final class LoopExecutor: TaskExecutor {
+    public let loop: any EventLoop
 
-    init(_ loop: any EventLoop) {
+    public init(_ loop: any EventLoop) {
         self.loop = loop
     }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         loop.execute {
             job.runSynchronously(on: self.asUnownedTaskExecutor())

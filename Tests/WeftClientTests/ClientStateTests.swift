@@ -37,6 +37,27 @@ struct ClientStateTests {
         await server.stop()
     }
 
+    @Test("a task preferring the connection's executor sends and resumes on the connection's loop")
+    func connectionExecutorKeepsTheTaskOnTheLoop() async throws {
+        let server = try await InProcessServer.start()
+        let c = try await server.client(connections: 1)
+        let executor = try await c.connectionExecutor()
+        let onLoop = try await Task(executorPreference: executor) { () async throws -> [Bool] in
+            var seen = [executor.loop.inEventLoop]
+            for i in 0..<20 {
+                try await c.put("exec/\(i)", "v")
+                _ = try await c.get("exec/\(i)")
+                seen.append(executor.loop.inEventLoop)
+            }
+            return seen
+        }.value
+        #expect(onLoop.allSatisfy { $0 }, "\(onLoop)")
+        // A task without the preference runs on Swift's pool, not on the loop.
+        #expect(await Task { executor.loop.inEventLoop }.value == false)
+        await c.close()
+        await server.stop()
+    }
+
     @Test func invalidInputGetsStableCodes() async throws {
         let server = try await InProcessServer.start(limits: StoreLimits(valueBytesMax: 1024))
         let c = try await server.client()
