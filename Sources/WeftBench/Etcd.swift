@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import WeftClient
 import WeftCluster
 
 // MARK: - etcd JSON shapes (gRPC-gateway, int64s as strings, proto field names)
@@ -74,9 +75,11 @@ public struct EtcdTarget: WatchableBenchTarget {
 /// so the client's own cost stays small next to etcd's.
 public final class EtcdBenchClient: BenchClient {
     public let connection: HTTPConnection
+    public let executor: (any TaskExecutor)?
 
     init(connection: HTTPConnection) {
         self.connection = connection
+        self.executor = LoopExecutor(connection.channel.eventLoop)
     }
 
     public static func connect(

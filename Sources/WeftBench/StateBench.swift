@@ -33,6 +33,9 @@ public struct StateBench: Sendable {
         /// A step still running this long after its planned end is aborted (its connections are
         /// closed) and fails with `BenchError.timeout`.
         public var stepGraceSeconds: Double = 60
+        /// Run every bench client's loop on Swift's cooperative pool instead of its connection's
+        /// event loop (each request then crosses threads twice more, for every system alike).
+        public var clientsOnPool: Bool = false
 
         public init(quick: Bool = false) {
             self.quick = quick
@@ -224,7 +227,7 @@ public struct StateBench: Sendable {
         do {
             stats = try await withThrowingTaskGroup(of: ClientStats.self) { group in
                 for (index, client) in connections.enumerated() {
-                    group.addTask(executorPreference: client.executor) {
+                    group.addTask(executorPreference: config.clientsOnPool ? nil : client.executor) {
                         var rng = FastRandom(seed: UInt64(index) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(valueBytes))
                         var s = ClientStats()
                         while true {

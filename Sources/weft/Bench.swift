@@ -40,6 +40,9 @@ struct BenchState: AsyncParsableCommand {
         "Weft transports to measure, comma-separated: tcp, fabric, rdma, auto (e.g. tcp,fabric).",
         discussion: "Each gets its own rows (\"transport\" field) in the same run, steps interleaved with the peers'.")) var transport = "tcp"
     @Flag(help: "Report failed steps and go on instead of stopping.") var keepGoing = false
+    @Flag(help: ArgumentHelp(
+        "Run each bench client on Swift's cooperative pool instead of its connection's event loop.",
+        discussion: "By default every bench client (Redis's, etcd's and Weft's alike) awaits its requests on the event loop of its connection, so a request and its answer cross no threads in the client; on the pool each crosses twice more.")) var clientsOnPool = false
     @Option(help: ArgumentHelp(
         "Bench a cluster of N nodes on loopback instead of one node.",
         discussion: "Starts two clusters of N `weft node`s (each with its own etcd): one with 1 replica per shard, one with min(3, N); runs the same steps against both and Redis, then measures failover (SIGKILL of a chain's head until the first write to its shard succeeds). Rows carry \"replicas\"; the failover row is op \"failover\".")) var cluster: Int?
@@ -64,6 +67,7 @@ struct BenchState: AsyncParsableCommand {
                 return op
             }
             config.continueOnError = keepGoing
+            config.clientsOnPool = clientsOnPool
             let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data("bench: \(line)\n".utf8)) }
             let exe = Self.selfExecutable()
 
