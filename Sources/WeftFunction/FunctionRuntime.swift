@@ -16,7 +16,9 @@ public struct FunctionRuntime: Sendable {
     public let concurrency: Int
     public let logger: Logger
     /// Where the loops and their handlers run (nil: Swift's global pool). A real instance runs
-    /// them on its connection's event loop (see `LoopExecutor`).
+    /// them on its connection's event loop (see `LoopExecutor`), so its handlers share that
+    /// thread: a compute-heavy function should keep its concurrency per instance at 1 and let
+    /// the worker start more instances (each its own process with its own loop).
     public let executor: (any TaskExecutor)?
 
     public init(
