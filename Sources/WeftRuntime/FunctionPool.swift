@@ -265,9 +265,12 @@ final class FunctionPool: @unchecked Sendable {
             throw error
         }
         inst.attach(process: process, channel: channel)
+        let worker = self.worker
+        worker.instanceStarted(inst)
         Task.detached {
             let result = await process.result()
             inst.processEnded(result)
+            worker.instanceEnded(inst)
         }
     }
 

@@ -130,9 +130,20 @@ public final class Worker: FunctionService, @unchecked Sendable {
 
     func endInstanceStart() { starts.withLock { $0.inFlight -= 1 } }
 
+    /// Instances whose process has not ended yet, retired ones included: `shutdown` waits for
+    /// them, because an ending instance closes its channel on the worker's event loops, which
+    /// the worker's owner shuts down after `shutdown` (NIO reports work scheduled on a shut-down
+    /// loop, and means to crash on it).
+    private let liveInstances = Mutex<[ObjectIdentifier: Instance]>([:])
+
+    func instanceStarted(_ instance: Instance) { liveInstances.withLock { $0[ObjectIdentifier(instance)] = instance } }
+    func instanceEnded(_ instance: Instance) { _ = liveInstances.withLock { $0.removeValue(forKey: ObjectIdentifier(instance)) } }
+
     /// Stops every instance, after the instance starts under way have ended (at most
-    /// `startWaitMs`; a start is bounded by the launcher's own timeout).
-    public func shutdown(startWaitMs: Int = 30_000) async {
+    /// `startWaitMs`; a start is bounded by the launcher's own timeout). Instances finish what
+    /// they run for up to `runWaitMs`, then are killed; returns once their processes have ended
+    /// (or 2 s after the kill).
+    public func shutdown(startWaitMs: Int = 30_000, runWaitMs: Int = 5_000) async {
         starts.withLock { $0.closed = true }
         stem.withLock { s in
             s?.discard()
@@ -148,6 +159,22 @@ public final class Worker: FunctionService, @unchecked Sendable {
             return Array(p.values)
         }
         for pool in all { pool.drain() }
+        // Retired instances get a second's grace before their kill (see `Instance.retire`).
+        if await waitForInstancesToEnd(ms: runWaitMs + 1_500) { return }
+        let left = liveInstances.withLock { Array($0.values) }
+        logger.warning("killing instances still running at shutdown", metadata: ["instances": "\(left.count)"])
+        for instance in left { instance.kill(WeftError(.cancelled, "the worker is shutting down")) }
+        _ = await waitForInstancesToEnd(ms: 2_000)
+    }
+
+    /// Waits until no instance process is left, at most `ms`; true if none is.
+    private func waitForInstancesToEnd(ms: Int) async -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(ms)
+        while !liveInstances.withLock({ $0.isEmpty }) {
+            guard ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return true
     }
 
     // MARK: FunctionService
