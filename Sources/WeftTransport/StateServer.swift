@@ -65,10 +65,17 @@ public final class StateServer: Sendable {
     }
 
     /// Stops accepting and closes every connection.
+    /// Stops listening and closes every connection; returns once they have closed (at most
+    /// 2 s), so the owner may then shut the event loops down: a connection's closing schedules
+    /// work on them (on a shut-down loop NIO reports it, and means to crash on it).
     public func stop() async {
         await transport.stop()
         for t in extraTransports.withLock({ $0 }) { await t.stop() }
         shared.closeAll()
+        let deadline = ContinuousClock.now + .seconds(2)
+        while shared.openCount > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     public var connectionCount: Int { shared.connections.load(ordering: .relaxed) }
@@ -111,6 +118,8 @@ final class ServerShared: Sendable {
     func unregister(_ link: any FrameLink) {
         _ = open.withLock { $0.removeValue(forKey: ObjectIdentifier(link)) }
     }
+
+    var openCount: Int { open.withLock { $0.count } }
 
     func closeAll() {
         let all = open.withLock { Array($0.values) }
