@@ -112,10 +112,13 @@ final class InProcessLink: MessageLink, @unchecked Sendable {
         eventLoop.execute {
             guard !self.closed else { return }
             self.flush()
-            self.finish(nil)
+            // The peer's end is scheduled before this end finishes: a server waiting for its
+            // links to close (`StateServer.stop`) then returns only after it was, so the loops
+            // are still up for it.
             if let peer = self.peer {
                 peer.eventLoop.execute { peer.finish(WeftError(.unavailable, "the peer closed the connection")) }
             }
+            self.finish(nil)
         }
     }
 }
