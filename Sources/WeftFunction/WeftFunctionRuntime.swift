@@ -128,14 +128,18 @@ public enum WeftFunctionRuntime {
         let runtime = FunctionRuntime(
             handler: handler, channel: channel, state: client, concurrency: configuration.concurrency, logger: logger,
             executor: LoopExecutor(group.next()))
+        // The loop goes down only once the connection has closed: its closing fails what is
+        // still pending, and those failures resume handler tasks on the loop.
         do {
             try await runtime.run()
         } catch {
             await client.close()
+            await transport.closed()
             try? await group.shutdownGracefully()
             throw error
         }
         await client.close()
+        await transport.closed()
         try? await group.shutdownGracefully()
     }
 }
