@@ -68,10 +68,13 @@ extension MemoryStore {
 
     /// Deletes the keys still attached to a lease already taken out of the table (so no lease
     /// lock is held while shard locks are taken), then logs the revoke after those deletes.
+    /// The keys go in byte order, each its own delete: whoever reacts to the first of them sees
+    /// the lowest gone first (a work queue's waiting consumer takes the oldest of a dead
+    /// consumer's claims first, not whichever the set's hash order gave).
     private func endLease(_ id: LeaseID, keys: Set<ByteKey>, completion: Completion?) {
         let failure = FirstFailure()
         var deleted = 0
-        for key in keys {
+        for key in keys.sorted(by: { $0.string.utf8.lexicographicallyPrecedes($1.string.utf8) }) {
             let didDelete = deleteAttached(key, lease: id) { result in
                 // notFound: the key was deleted or moved to another lease meanwhile.
                 if case .failure(let error) = result, error.code != .notFound { failure.record(error) }

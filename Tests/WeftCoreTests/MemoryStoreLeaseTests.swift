@@ -86,4 +86,23 @@ import WeftCore
         guard case .success(.status(let status)) = run(store, .status) else { return }
         #expect(status.leases == 1 && status.keys == 2)
     }
+
+    @Test("a lease's keys are deleted in byte order, whatever their shards")
+    func leaseKeysGoInKeyOrder() throws {
+        let keys = (0..<40).map { "q/claims/" + String(format: "%04d", $0) }
+        for (revoke, lease) in [(true, try grant(ttl: 10)), (false, try grant(ttl: 10))] {
+            for key in keys.shuffled() { _ = try run(store, .put(key: key, value: [], lease: lease)).get() }
+            let sink = RecordingSink()
+            let watch = try store.watch(.prefix("q/"), fromRevision: nil, includeValues: false, sink: sink)
+            defer { watch.cancel() }
+            if revoke {
+                _ = try run(store, .leaseRevoke(id: lease)).get()
+            } else {
+                clock.advance(seconds: 11)
+                #expect(store.expireLeases() == 1)
+            }
+            let deleted = sink.events.sorted { $0.kv.version < $1.kv.version }.map(\.kv.key)
+            #expect(deleted == keys, "revoke \(revoke): deleted in revision order \(deleted)")
+        }
+    }
 }
