@@ -60,10 +60,13 @@ extension MemoryStore {
     /// shards stay attached (their own shards' heads delete them). `completion` gets how many
     /// keys were deleted, once every delete has completed.
     public func endLease(_ id: LeaseID, inShards admit: (Int) -> Bool, completion: @escaping @Sendable (Int) -> Void) {
-        let keys: [ByteKey] = leases.withLock { table in
+        // In byte order (sorted outside the lock), as a single node deletes them (see
+        // `endLease(_:keys:completion:)`).
+        let admitted: [ByteKey] = leases.withLock { table in
             guard let lease = table.leases[id] else { return [] }
             return lease.keys.filter { admit(Self.shard(of: $0.string, shardCount: shardCount)) }
         }
+        let keys = admitted.sorted { $0.precedes($1) }
         guard !keys.isEmpty else {
             completion(0)
             return

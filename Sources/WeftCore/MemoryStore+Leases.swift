@@ -74,7 +74,7 @@ extension MemoryStore {
     private func endLease(_ id: LeaseID, keys: Set<ByteKey>, completion: Completion?) {
         let failure = FirstFailure()
         var deleted = 0
-        for key in keys.sorted(by: { $0.string.utf8.lexicographicallyPrecedes($1.string.utf8) }) {
+        for key in keys.sorted(by: { $0.precedes($1) }) {
             let didDelete = deleteAttached(key, lease: id) { result in
                 // notFound: the key was deleted or moved to another lease meanwhile.
                 if case .failure(let error) = result, error.code != .notFound { failure.record(error) }
