@@ -64,7 +64,6 @@ public final class StateServer: Sendable {
         return address
     }
 
-    /// Stops accepting and closes every connection.
     /// Stops listening and closes every connection; returns once they have closed (at most
     /// 2 s), so the owner may then shut the event loops down: a connection's closing schedules
     /// work on them (on a shut-down loop NIO reports it, and means to crash on it).

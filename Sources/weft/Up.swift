@@ -33,7 +33,8 @@ struct Up: AsyncParsableCommand {
             start without one. --transport auto (the default) picks rdma when libibverbs finds a \
             device and the provider opens, else TCP only, and logs why. `weft status` lists the \
             listeners; clients with --transport auto|fabric|rdma move to the fabric one.
-            SIGTERM or SIGINT shuts down cleanly: no new work, running function invocations get up to 5 s to finish (then their instances are killed), then connections close.
+            SIGTERM or SIGINT shuts down cleanly: no new work, running function invocations get \
+            up to 5 s to finish (then their instances are killed), then connections close.
             """
     )
 
