@@ -90,10 +90,9 @@ extension TriggerManager {
     /// just returns.
     static func waitUntilRunning(tenant: String, name: String, client: WeftClient) async {
         let cursorKey = TriggerSpec.cursorKey(tenant: tenant, name: name)
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if let kv = try? await client.get(cursorKey), shardCursor(kv.value) != nil { return }
-            try? await Task.sleep(for: .milliseconds(100))
+        _ = await pollUntil(ms: 10_000, everyMs: 100) {
+            if let kv = try? await client.get(cursorKey) { return shardCursor(kv.value) != nil }
+            return false
         }
     }
 

@@ -149,10 +149,7 @@ public final class Worker: FunctionService, @unchecked Sendable {
             s?.discard()
             s = nil
         }
-        let deadline = ContinuousClock.now + .milliseconds(startWaitMs)
-        while starts.withLock({ $0.inFlight }) > 0, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(5))
-        }
+        _ = await pollUntil(ms: startWaitMs, everyMs: 5) { starts.withLock { $0.inFlight } == 0 }
         sweeper.withLock { $0?.cancel() }
         let all = pools.withLock { p in
             defer { p.removeAll() }
@@ -160,21 +157,12 @@ public final class Worker: FunctionService, @unchecked Sendable {
         }
         for pool in all { pool.drain() }
         // Retired instances get a second's grace before their kill (see `Instance.retire`).
-        if await waitForInstancesToEnd(ms: runWaitMs + 1_500) { return }
+        let noneLive = { self.liveInstances.withLock { $0.isEmpty } }
+        if await pollUntil(ms: runWaitMs + 1_500, everyMs: 10, noneLive) { return }
         let left = liveInstances.withLock { Array($0.values) }
         logger.warning("killing instances still running at shutdown", metadata: ["instances": "\(left.count)"])
         for instance in left { instance.kill(WeftError(.cancelled, "the worker is shutting down")) }
-        _ = await waitForInstancesToEnd(ms: 2_000)
-    }
-
-    /// Waits until no instance process is left, at most `ms`; true if none is.
-    private func waitForInstancesToEnd(ms: Int) async -> Bool {
-        let deadline = ContinuousClock.now + .milliseconds(ms)
-        while !liveInstances.withLock({ $0.isEmpty }) {
-            guard ContinuousClock.now < deadline else { return false }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return true
+        _ = await pollUntil(ms: 2_000, everyMs: 10, noneLive)
     }
 
     // MARK: FunctionService
