@@ -207,13 +207,12 @@ extension Node {
         }
     }
 
-    /// A client of the cluster through this node (it learns the map here and routes by it).
-    /// A new cluster may not have published its first map yet: tried again until it works.
     /// Functions the worker's lookups keep in the coherent cache.
     static let registryCacheEntriesMax = 10_000
 
-    /// A client routed by the cluster's map, once there is one; `cacheEntriesMax` > 0 keeps
-    /// values read through it in the coherent cache.
+    /// A client of the cluster through this node (it learns the map here and routes by it).
+    /// A new cluster may not have published its first map yet: tried again until it works.
+    /// `cacheEntriesMax` > 0 keeps values read through it in the coherent cache.
     static func clusterClient(through address: String, cacheEntriesMax: Int = 0, logger: Logger) async -> WeftClient {
         var attempts = 0
         while true {
