@@ -16,6 +16,8 @@ struct OutboundRequest {
     var deadline: NIODeadline
     /// Cluster mode: the shard-map epoch the request was routed with (0 = not routed).
     var epoch: UInt64 = 0
+    /// Cluster mode, a put to a chain's head: the client the tail tells once it is committed.
+    var replyAt: ReplyAt? = nil
 }
 
 /// One connection of a client, on any transport: numbers requests, matches responses to them by
@@ -49,12 +51,19 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
 
     /// Called (on the loop) when the server says a cached key must be dropped.
     private var onInvalidate: (@Sendable (String) -> Void)?
+    /// Called (on the loop) when a chain's tail says a put of this client is committed.
+    private var onCommitted: (@Sendable (_ seq: UInt64, _ version: Revision, _ length: UInt64) -> Void)?
 
-    /// Attaches a session to `link`; on the link's loop, before any input.
-    static func attach(to link: any FrameLink, onInvalidate: (@Sendable (String) -> Void)? = nil, arena: SharedArena? = nil) -> ClientSession {
+    /// Attaches a session to `link`; on the link's loop, before any input. With `pushes`'
+    /// commit feed, the connection first names the client (`commit_feed`).
+    static func attach(to link: any FrameLink, pushes: ServerPushes = ServerPushes(), arena: SharedArena? = nil) -> ClientSession {
         let session = ClientSession(link: link, arena: arena)
-        session.onInvalidate = onInvalidate
+        session.onInvalidate = pushes.onInvalidate
+        session.onCommitted = pushes.onCommitted
         link.setDelegate(session)
+        if let client = pushes.commitFeedClient {
+            session.submit(OutboundRequest(request: .commitFeed(client: client), reply: .none, deadline: .distantFuture))
+        }
         let loop = link.eventLoop
         let bound = NIOLoopBound(session, eventLoop: loop)
         session.sweep = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
@@ -119,7 +128,7 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
         }
         guard let arena else {
             var buffer = link.allocator.buffer(capacity: 96 + out.request.payloadBytes)
-            buffer.writeRequest(id: id, out.request, epoch: out.epoch)
+            buffer.writeRequest(id: id, out.request, epoch: out.epoch, replyAt: out.replyAt)
             link.write(buffer)
             return
         }
@@ -192,6 +201,8 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
                 // Drop the key first, then confirm: the writer waits for the confirmation.
                 onInvalidate?(key)
                 submit(OutboundRequest(request: .cacheAck(seq: seq), reply: .none, deadline: .distantFuture))
+            case .committed(let seq, let version, let length):
+                onCommitted?(seq, version, length)
             case .state(.failure(let error)):
                 // An error about the connection itself; the server closes it next.
                 failAll(error)
@@ -261,4 +272,14 @@ final class ClientSession: FrameLinkDelegate, @unchecked Sendable {
     func close() {
         link.close()
     }
+}
+
+/// What a client does with what a server sends unasked (response id 0).
+struct ServerPushes: Sendable {
+    /// A cached key must be dropped.
+    var onInvalidate: (@Sendable (String) -> Void)? = nil
+    /// A put this client numbered `seq` is committed (see `ReplyAt`).
+    var onCommitted: (@Sendable (_ seq: UInt64, _ version: Revision, _ length: UInt64) -> Void)? = nil
+    /// The client id each connection names itself with, so that tails can tell it of commits.
+    var commitFeedClient: UInt64? = nil
 }

@@ -24,7 +24,14 @@ public final class ClusterClient: Sendable {
         public var requestTimeoutMs: Int64
         /// Values kept in the coherent cache; 0 turns the cache off.
         public var cacheEntriesMax: Int
-        public init(connectionsPerNode: Int = 1, deadlineMs: Int64 = 10_000, requestTimeoutMs: Int64 = 5_000, cacheEntriesMax: Int = 0) {
+        /// A put to a chain of two or more nodes asks the tail to answer it too (see `ReplyAt`):
+        /// its answer comes one hop sooner than the head's, which the client then ignores.
+        public var tailReplies: Bool
+        public init(
+            connectionsPerNode: Int = 1, deadlineMs: Int64 = 10_000, requestTimeoutMs: Int64 = 5_000, cacheEntriesMax: Int = 0,
+            tailReplies: Bool = true
+        ) {
+            self.tailReplies = tailReplies
             self.cacheEntriesMax = cacheEntriesMax
             self.connectionsPerNode = connectionsPerNode
             self.deadlineMs = deadlineMs
@@ -39,6 +46,11 @@ public final class ClusterClient: Sendable {
     private let refreshing = Mutex<Task<Void, Never>?>(nil)
     private let cache: ValueCache?
     private let closed = Atomic<Bool>(false)
+    /// This client's id in `ReplyAt`s, its puts' numbers, and the puts waiting for an answer
+    /// from either end of their chain (the first answer wins).
+    private let clientID = UInt64.random(in: 1...UInt64.max)
+    private let nextSeq = Atomic<UInt64>(0)
+    private let replies = Mutex<[UInt64: ReplyWaiter]>([:])
 
     /// True once `close` was called: nothing is sent any more (watches end).
     public var isClosed: Bool { closed.load(ordering: .acquiring) }
@@ -86,6 +98,13 @@ public final class ClusterClient: Sendable {
             host: host, port: port,
             options: .init(connections: options.connectionsPerNode, requestTimeoutMs: options.requestTimeoutMs, connectTimeoutMs: 1_000))
         if let cache { made.invalidationHandler.withLock { $0 = { key in cache.invalidate(key) } } }
+        if options.tailReplies {
+            made.commitFeed.withLock {
+                $0 = (clientID, { [weak self] seq, version, length in
+                    self?.replies.withLock { $0.removeValue(forKey: seq) }?.resume(.success(.state(.success(.written(version: version, length: length)))))
+                })
+            }
+        }
         return clients.withLock { all in
             if let c = all[address] { return c }
             all[address] = made
@@ -197,6 +216,10 @@ public final class ClusterClient: Sendable {
             return .value(try await get(key))
         case .get(let key, _, _):
             return try await unwrap(routed(.state(request), retryUnavailable: true) { $0.tail($0.shard(of: key)) })
+        case .put(let key, _, _, _) where options.tailReplies:
+            defer { cache?.remove(key) }
+            if let response = try await putAnsweredAtTail(request, key: key) { return try unwrap(response) }
+            return try await unwrap(routed(.state(request), retryUnavailable: false) { $0.head($0.shard(of: key)) })
         case .put(let key, _, _, _), .writeRange(let key, _, _, _), .append(let key, _, _), .add(let key, _), .delete(let key, _):
             defer { cache?.remove(key) }
             return try await unwrap(routed(.state(request), retryUnavailable: false) { $0.head($0.shard(of: key)) })
@@ -219,6 +242,44 @@ public final class ClusterClient: Sendable {
             return try await unwrap(routed(.state(request), retryUnavailable: true) { $0.head($0.home(ofLease: id)) })
         case .leaseRevoke(let id):
             return try await unwrap(routed(.state(request), retryUnavailable: false) { $0.head($0.home(ofLease: id)) })
+        }
+    }
+
+    /// Sends a put to its chain's head asking the tail to answer too, and returns the first
+    /// answer. nil when it was not sent that way or the head refused it for its epoch (the
+    /// caller then routes it as any write, refreshing the map): the chain is one node, or the
+    /// client is not connected to both ends yet (it starts connecting to the tail, for the
+    /// next put).
+    private func putAnsweredAtTail(_ request: StateRequest, key: String) async throws(WeftError) -> ClientResponse? {
+        guard let m = map else { return nil }
+        let s = m.shard(of: key)
+        guard let head = m.head(s), let tail = m.tail(s), head != tail,
+              let headAddress = m.address(of: head), let tailAddress = m.address(of: tail)
+        else { return nil }
+        let headClient = try client(headAddress)
+        let tailClient = try client(tailAddress)
+        guard headClient.isConnected, tailClient.isConnected else {
+            if !tailClient.isConnected { Task { try? await tailClient.ensureConnected() } }
+            return nil
+        }
+        let seq = nextSeq.wrappingAdd(1, ordering: .relaxed).newValue
+        let result: Result<ClientResponse, WeftError> = await withCheckedContinuation { cont in
+            replies.withLock { $0[seq] = ReplyWaiter(cont) }
+            headClient.submit(.state(request), epoch: m.epoch, timeoutMs: options.requestTimeoutMs, replyAt: ReplyAt(client: clientID, seq: seq)) { result in
+                self.replies.withLock { $0.removeValue(forKey: seq) }?.resume(result)
+            }
+        }
+        switch result {
+        case .success(.state(.failure(let error))) where error.code == .wrongEpoch:
+            return nil
+        case .failure(let error) where error.code == .unavailable && !headClient.isConnected && error.message.hasPrefix("not connected"):
+            return nil  // not sent: the connection closed before the put went out
+        case .success(let response):
+            return response
+        case .failure(let error):
+            // The write's fate is unknown (see `routed`): thrown, with the map refreshed.
+            if error.code == .unavailable || error.code == .timeout { await refresh() }
+            throw error
         }
     }
 
@@ -305,4 +366,12 @@ public final class ClusterClient: Sendable {
         }
         return (value, version)
     }
+}
+
+/// A put waiting for its first answer (the head's or the tail's): resumed once, by whoever
+/// removes it from the client's table.
+final class ReplyWaiter: Sendable {
+    private let continuation: CheckedContinuation<Result<ClientResponse, WeftError>, Never>
+    init(_ continuation: CheckedContinuation<Result<ClientResponse, WeftError>, Never>) { self.continuation = continuation }
+    func resume(_ result: Result<ClientResponse, WeftError>) { continuation.resume(returning: result) }
 }

@@ -51,6 +51,9 @@ public final class WeftClient: Sendable {
     let router = Mutex<ClusterClient?>(nil)
     /// Called when a server tells this client to drop a cached key (set before connecting).
     let invalidationHandler = Mutex<(@Sendable (String) -> Void)?>(nil)
+    /// What new connections do with commit notices, and the client id they name (a cluster
+    /// client's, see `ReplyAt`); set before the first connection.
+    let commitFeed = Mutex<(client: UInt64, handler: @Sendable (_ seq: UInt64, _ version: Revision, _ length: UInt64) -> Void)?>(nil)
     private let next = Atomic<Int>(0)
     private let closed = Atomic<Bool>(false)
 
@@ -231,7 +234,10 @@ public final class WeftClient: Sendable {
         let made = Mutex<ClientSession?>(nil)
         let link = try await transport.connect(host: host, port: port, timeoutMs: options.connectTimeoutMs) { link in
             made.withLock {
-                $0 = ClientSession.attach(to: link, onInvalidate: self.invalidationHandler.withLock { $0 }, arena: self.options.arena)
+                let feed = self.commitFeed.withLock { $0 }
+                let pushes = ServerPushes(
+                    onInvalidate: self.invalidationHandler.withLock { $0 }, onCommitted: feed?.handler, commitFeedClient: feed?.client)
+                $0 = ClientSession.attach(to: link, pushes: pushes, arena: self.options.arena)
             }
         }
         guard let fresh = made.withLock({ $0 }) else {
@@ -296,7 +302,7 @@ public final class WeftClient: Sendable {
     /// another (from one thread, or under one lock) go out in that order. Without an open
     /// connection it fails at once with `unavailable` (see `ensureConnected`).
     public func submit(
-        _ request: ServerRequest, epoch: UInt64, timeoutMs: Int64,
+        _ request: ServerRequest, epoch: UInt64, timeoutMs: Int64, replyAt: ReplyAt? = nil,
         completion: @escaping @Sendable (Result<ClientResponse, WeftError>) -> Void
     ) {
         guard let session = slots[0].session.withLock({ $0 }), session.isOpen else {
@@ -312,7 +318,7 @@ public final class WeftClient: Sendable {
             }
         }
         session.submit(OutboundRequest(
-            request: request, reply: .unary(promise), deadline: NIODeadline.now() + .milliseconds(timeoutMs), epoch: epoch))
+            request: request, reply: .unary(promise), deadline: NIODeadline.now() + .milliseconds(timeoutMs), epoch: epoch, replyAt: replyAt))
     }
 
     // MARK: the state API

@@ -140,7 +140,7 @@ public final class NodeGate: ClusterGate, Sendable {
 
     // MARK: ClusterGate
 
-    public func decide(_ request: StateRequest, epoch: UInt64) -> ClusterDecision {
+    public func decide(_ request: StateRequest, epoch: UInt64, replyAt: ReplyAt? = nil) -> ClusterDecision {
         // Status describes the node whatever its state: a client learns from it that it talks
         // to a cluster (and then routes by the map) even before the node serves.
         if case .status = request { return .serve }
@@ -198,7 +198,7 @@ public final class NodeGate: ClusterGate, Sendable {
             let store = self.store
             let replication = self.replication
             let run: @Sendable (@escaping @Sendable (Result<StateResponse, WeftError>) -> Void) -> Void = { reply in
-                store.execute(request) { result in
+                store.execute(request, replyAt: replyAt) { result in
                     guard case .failure = result else { return reply(result) }
                     replication.whenCommitted(shard: s, revision: store.shardRevision(s)) { reply(result) }
                 }
@@ -280,7 +280,7 @@ public final class NodeGate: ClusterGate, Sendable {
                 return
             }
             let change: Change = message.kind == .put ? .put(entry) : .delete(key: entry.key, revision: message.revision)
-            store.applyReplicated(.change(change, previous: message.previous)) { result in
+            store.applyReplicated(.change(change, previous: message.previous, replyAt: message.kind == .put ? message.replyAt : nil)) { result in
                 switch result {
                 case .success:
                     replication.whenCommitted(shard: s, revision: message.revision) { completion(.success(message.revision)) }
@@ -388,6 +388,14 @@ public final class NodeGate: ClusterGate, Sendable {
         replication.cacheAcked(seq: seq)
     }
 
+    public func openCommitFeed(client: UInt64, feed: any CommitFeed) {
+        replication.openCommitFeed(client: client, feed: feed)
+    }
+
+    public func closeCommitFeed(client: UInt64, feed: any CommitFeed) {
+        replication.closeCommitFeed(client: client, feed: feed)
+    }
+
     public func cacheGet(
         _ key: String, epoch: UInt64, holder: any CacheHolder,
         completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void
@@ -464,7 +472,8 @@ public final class NodeGate: ClusterGate, Sendable {
             headOf: map.map { m in (0..<m.shardCount).filter { m.head($0) == me } } ?? [],
             tailOf: map.map { m in (0..<m.shardCount).filter { m.tail($0) == me && readable[$0] } } ?? [],
             pendingChanges: lag.reduce(0, +), maxShardLag: lag.max() ?? 0,
-            copyEntriesSent: replication.copyCounts.entries, copyKeysKept: replication.copyCounts.kept)
+            copyEntriesSent: replication.copyCounts.entries, copyKeysKept: replication.copyCounts.kept,
+            commitNoticesSent: replication.toldCommittedCount)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return (try? encoder.encode(status)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
@@ -493,4 +502,6 @@ public struct NodeStatus: Codable, Sendable {
     /// Shard copies this node sent: entries sent whole, and keys a delta copy only confirmed.
     public var copyEntriesSent: Int
     public var copyKeysKept: Int
+    /// Puts this node, as their tail, told their clients were committed (see `ReplyAt`).
+    public var commitNoticesSent: Int = 0
 }

@@ -34,6 +34,8 @@ public final class Replication: ChangeLog, Sendable {
         /// Those invalidations' numbers (forgotten when the change completes: a cache whose
         /// connection closed never answers).
         var invalidations: [UInt64] = []
+        /// A put's client, whom this node tells once the change completes here as the tail.
+        var replyAt: ReplyAt? = nil
     }
 
     struct Follower: Equatable {
@@ -131,6 +133,8 @@ public final class Replication: ChangeLog, Sendable {
     private let storeRef = Mutex<MemoryStore?>(nil)
     private let loop: any EventLoop
     private let stats = ReplicationStats()
+    /// Client connections by the client id they named (see `ReplyAt`).
+    private let commitFeeds = Mutex<[UInt64: any CommitFeed]>([:])
 
     /// How long a cache may hold a value read from a tail; 0 disables caching.
     public let cacheLeaseMs: Int64
@@ -181,6 +185,15 @@ public final class Replication: ChangeLog, Sendable {
     // MARK: ChangeLog
 
     public func append(_ change: Change, revision: Revision, done: @escaping @Sendable (WeftError?) -> Void) {
+        append(change, revision: revision, replyAt: nil, done: done)
+    }
+
+    /// `replyAt` goes down the chain with the change; the tail tells that client once the change
+    /// is committed. Not on a durable node: the tail's disk holding the change says nothing of
+    /// its predecessors' (which the head's answer waits for), so every node of the chain drops
+    /// it that logs to disk, and the head's answer is the client's only one.
+    public func append(_ change: Change, revision: Revision, replyAt: ReplyAt?, done: @escaping @Sendable (WeftError?) -> Void) {
+        let replyAt = isDurable ? nil : replyAt
         let key: String
         switch change {
         case .put(let kv): key = kv.key
@@ -219,10 +232,11 @@ public final class Replication: ChangeLog, Sendable {
             }
             st.pending.append(Pending(
                 revision: revision, previous: previous, change: change, local: inner == nil,
-                remote: st.successor == nil && holdUntil == 0, done: done, heldKey: holdUntil > 0 ? key : nil, acksLeft: acks, invalidations: seqs))
+                remote: st.successor == nil && holdUntil == 0, done: done, heldKey: holdUntil > 0 ? key : nil, acksLeft: acks, invalidations: seqs,
+                replyAt: replyAt))
             st.appended += 1
             if holdUntil > 0 { st.heldKeys[key, default: 0] += 1 }
-            let message = Self.message(change, shard: s, from: me, revision: revision, previous: previous)
+            let message = Self.message(change, shard: s, from: me, revision: revision, previous: previous, replyAt: replyAt)
             if st.successor != nil, cacheLeaseMs > 0, let c = st.cachedUntil[key], c > now {
                 // Leases this node granted (as tail) on the key still run: hold the stream.
                 st.streamHeldUntil = max(st.streamHeldUntil, c)
@@ -235,7 +249,9 @@ public final class Replication: ChangeLog, Sendable {
                 }
             }
             if let f = st.follower, !st.followerRestart {
-                sendToFollower(message, shard: s, follower: f, epoch: st.epoch)
+                var copied = message
+                copied.replyAt = nil
+                sendToFollower(copied, shard: s, follower: f, epoch: st.epoch)
             }
             return st.epoch
         }
@@ -251,10 +267,10 @@ public final class Replication: ChangeLog, Sendable {
         }
     }
 
-    static func message(_ change: Change, shard: Int, from: String, revision: Revision, previous: Revision) -> ReplicationMessage {
+    static func message(_ change: Change, shard: Int, from: String, revision: Revision, previous: Revision, replyAt: ReplyAt? = nil) -> ReplicationMessage {
         switch change {
         case .put(let kv):
-            return ReplicationMessage(shard: shard, from: from, kind: .put, entry: kv, revision: revision, previous: previous)
+            return ReplicationMessage(shard: shard, from: from, kind: .put, entry: kv, revision: revision, previous: previous, replyAt: replyAt)
         case .delete(let key, _):
             let tombstone = KeyValue(key: key, value: [], version: revision, createRevision: 0)
             return ReplicationMessage(shard: shard, from: from, kind: .delete, entry: tombstone, revision: revision, previous: previous)
@@ -424,21 +440,42 @@ public final class Replication: ChangeLog, Sendable {
     /// Calls the `done`s of completed changes in order, from one thread at a time per shard.
     private func drain(_ s: Int) {
         while true {
-            let (batch, waiters): ([Pending], [@Sendable () -> Void]) = shards[s].withLock { st in
-                guard !st.draining else { return ([], []) }
+            let (batch, waiters, isTail): ([Pending], [@Sendable () -> Void], Bool) = shards[s].withLock { st in
+                guard !st.draining else { return ([], [], false) }
                 let (batch, released) = st.popCompleted()
                 let waiters = st.popWaiters() + released
-                if batch.isEmpty && waiters.isEmpty { return ([], []) }
+                if batch.isEmpty && waiters.isEmpty { return ([], [], false) }
                 st.draining = true
-                return (batch, waiters)
+                return (batch, waiters, st.successor == nil && st.inChain && !st.copying)
             }
             if batch.isEmpty && waiters.isEmpty { return }
             let answered = batch.flatMap(\.invalidations)
             if !answered.isEmpty { invalidations.withLock { inv in for seq in answered { inv.open[seq] = nil } } }
+            if isTail { tellCommitted(batch) }
             for p in batch { p.done(p.error) }
             for w in waiters { w() }
             shards[s].withLock { $0.draining = false }
         }
+    }
+
+    /// Tells the clients of committed puts that carry a `replyAt` (this node is their tail), on
+    /// the connections they named themselves on. A client with no such connection here gets
+    /// the head's answer only.
+    private func tellCommitted(_ batch: [Pending]) {
+        for p in batch where p.error == nil {
+            guard let to = p.replyAt, case .put(let kv) = p.change else { continue }
+            guard let feed = commitFeeds.withLock({ $0[to.client] }) else { continue }
+            stats.toldCommitted.add(1, ordering: .relaxed)
+            feed.committed(seq: to.seq, version: p.revision, length: UInt64(kv.value.count))
+        }
+    }
+
+    func openCommitFeed(client: UInt64, feed: any CommitFeed) {
+        commitFeeds.withLock { $0[client] = feed }
+    }
+
+    func closeCommitFeed(client: UInt64, feed: any CommitFeed) {
+        commitFeeds.withLock { all in if all[client] === feed { all[client] = nil } }
     }
 
     /// Calls `body` once every change of the shard up to `revision` has been acknowledged
@@ -528,7 +565,7 @@ public final class Replication: ChangeLog, Sendable {
                     if peers.isConnected(successor) {
                         st.resend = false
                         for p in st.pending where !p.remote {
-                            sendChange(Self.message(p.change, shard: s, from: me, revision: p.revision, previous: p.previous),
+                            sendChange(Self.message(p.change, shard: s, from: me, revision: p.revision, previous: p.previous, replyAt: p.replyAt),
                                        shard: s, to: successor, epoch: st.epoch)
                         }
                         if let fence = st.fenceEpoch {
@@ -673,12 +710,15 @@ public final class Replication: ChangeLog, Sendable {
     func pendingCounts() -> [Int] { shards.map { $0.withLock { $0.pending.count } } }
 
     var sentCount: Int { stats.sent.load(ordering: .relaxed) }
+    var toldCommittedCount: Int { stats.toldCommitted.load(ordering: .relaxed) }
     /// Entries sent whole in shard copies, and keys a delta copy only confirmed.
     var copyCounts: (entries: Int, kept: Int) { (stats.copyEntries.load(ordering: .relaxed), stats.copyKept.load(ordering: .relaxed)) }
 }
 
 final class ReplicationStats: Sendable {
     let sent = Atomic<Int>(0)
+    /// Commit notices sent to clients as the tail.
+    let toldCommitted = Atomic<Int>(0)
     /// Shard copies sent to joining nodes: entries sent whole, and keys only confirmed (delta).
     let copyEntries = Atomic<Int>(0)
     let copyKept = Atomic<Int>(0)

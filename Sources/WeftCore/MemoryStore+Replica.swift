@@ -3,7 +3,8 @@
 public enum ReplicaApply: Sendable, Equatable {
     /// A change; `previous` is the revision of the shard's change before it, so a replica that
     /// missed one refuses it (`unavailable`) instead of applying past a gap.
-    case change(Change, previous: Revision)
+    /// `replyAt`: the put's client, whom the chain's tail tells once it is committed.
+    case change(Change, previous: Revision, replyAt: ReplyAt? = nil)
     /// A shard copy begins: the shard's keys are dropped (not logged, no watch events).
     case snapshotBegin(shard: Int)
     /// One key of a shard copy (logged, no watch event).
@@ -27,8 +28,8 @@ extension MemoryStore {
     /// Answers `.written(version: shard revision after it, length: 0)`.
     public func applyReplicated(_ item: ReplicaApply, completion: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void) {
         switch item {
-        case .change(let change, let previous):
-            applyChange(change, previous: previous, completion: completion)
+        case .change(let change, let previous, let replyAt):
+            applyChange(change, previous: previous, replyAt: replyAt, completion: completion)
         case .snapshotBegin(let index):
             guard index >= 0, index < shardCount else {
                 completion(.failure(WeftError(.invalidArgument, "no shard \(index)")))
@@ -97,7 +98,7 @@ extension MemoryStore {
         }
     }
 
-    private func applyChange(_ change: Change, previous: Revision, completion: @escaping Completion) {
+    private func applyChange(_ change: Change, previous: Revision, replyAt: ReplyAt?, completion: @escaping Completion) {
         let key: String
         let revision: Revision
         switch change {
@@ -113,7 +114,7 @@ extension MemoryStore {
             completion(.success(.written(version: duplicate, length: 0)))
             return
         }
-        mutate(key, completion: completion, validated: InternalKeys.isInternal(key)) { (state, byteKey, _) throws(WeftError) in
+        mutate(key, completion: completion, validated: InternalKeys.isInternal(key), replyAt: replyAt) { (state, byteKey, _) throws(WeftError) in
             guard state.revision < revision else {
                 // Applied meanwhile (by another stream): nothing to do. Answered as a gap so the
                 // sender re-checks; this is rare.

@@ -13,8 +13,11 @@ extension MemoryStore {
     typealias Completion = @Sendable (Result<StateResponse, WeftError>) -> Void
 
     /// `validated`: the key is known good (a system record's, which `StateKey` would refuse).
-    func put(_ key: String, value: [UInt8], ifVersion: Revision?, lease: LeaseID, validated: Bool = false, completion: @escaping Completion) {
-        mutate(key, completion: completion, validated: validated) { (state, byteKey, takeRevision) throws(WeftError) in
+    func put(
+        _ key: String, value: [UInt8], ifVersion: Revision?, lease: LeaseID, validated: Bool = false, replyAt: ReplyAt? = nil,
+        completion: @escaping Completion
+    ) {
+        mutate(key, completion: completion, validated: validated, replyAt: replyAt) { (state, byteKey, takeRevision) throws(WeftError) in
             try checkSize(value.count, key: key)
             let old = state.entries[byteKey]
             try checkVersion(ifVersion, key: key, actual: old?.version ?? 0)
@@ -103,6 +106,7 @@ extension MemoryStore {
         completion: @escaping Completion,
         validated: Bool = false,
         publish: Bool = true,
+        replyAt: ReplyAt? = nil,
         _ apply: (inout ShardState, ByteKey, _ takeRevision: () -> Revision) throws(WeftError) -> AppliedMutation
     ) -> Bool {
         do {
@@ -112,7 +116,7 @@ extension MemoryStore {
             let settled = try shard.state.withLock { (state) throws(WeftError) -> (StateResponse, [WatchHandle])? in
                 let applied = try apply(&state, byteKey, nextRevision)
                 state.revision = max(state.revision, applied.event.revision)
-                return commit(applied, hub: shard.hub, publish: publish, completion: completion)
+                return commit(applied, hub: shard.hub, publish: publish, replyAt: replyAt, completion: completion)
             }
             if let (response, refused) = settled {
                 Self.endRefused(refused)
@@ -129,12 +133,12 @@ extension MemoryStore {
     /// change log, publishes at once and returns the reply (and the watches to end); with one,
     /// appends and leaves the publishing and the reply to `done`.
     func commit(
-        _ applied: AppliedMutation, hub: WatchHub, publish: Bool = true, completion: @escaping Completion
+        _ applied: AppliedMutation, hub: WatchHub, publish: Bool = true, replyAt: ReplyAt? = nil, completion: @escaping Completion
     ) -> (StateResponse, [WatchHandle])? {
         guard let changeLog else { return (applied.response, publish ? hub.publish(applied.event) : []) }
         let event = applied.event
         let response = applied.response
-        changeLog.append(applied.change, revision: event.revision) { error in
+        changeLog.append(applied.change, revision: event.revision, replyAt: replyAt) { error in
             if let error {
                 completion(.failure(error))
                 return

@@ -109,6 +109,13 @@ public final class MemoryStore: StateStore, Sendable {
     }
 
     public func execute(_ request: StateRequest, completion: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void) {
+        execute(request, replyAt: nil, completion: completion)
+    }
+
+    /// `replyAt` (a put on a cluster node): the client the chain's tail tells once it is committed.
+    public func execute(
+        _ request: StateRequest, replyAt: ReplyAt?, completion: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void
+    ) {
         switch request {
         case .get(let key, let range, let ifChangedSince):
             completion(Result { () throws(WeftError) in try get(key, range: range, ifChangedSince: ifChangedSince) })
@@ -117,7 +124,7 @@ public final class MemoryStore: StateStore, Sendable {
         case .status:
             completion(.success(.status(status())))
         case .put(let key, let value, let ifVersion, let lease):
-            put(key, value: value, ifVersion: ifVersion, lease: lease, completion: completion)
+            put(key, value: value, ifVersion: ifVersion, lease: lease, replyAt: replyAt, completion: completion)
         case .writeRange(let key, let offset, let bytes, let ifVersion):
             writeRange(key, offset: offset, bytes: bytes, ifVersion: ifVersion, completion: completion)
         case .append(let key, let bytes, let ifVersion):

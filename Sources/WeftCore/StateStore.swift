@@ -4,6 +4,9 @@ public protocol StateStore: Sendable {
     var limits: StoreLimits { get }
 
     func execute(_ request: StateRequest, completion: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void)
+    /// The same; `replyAt` (a put to a cluster node heading its chain) names the client the
+    /// chain's tail tells once the put is committed. Stores that are no chain's head ignore it.
+    func execute(_ request: StateRequest, replyAt: ReplyAt?, completion: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void)
 
     /// Starts a watch. Events with revision ≥ `fromRevision` that are still in history are
     /// replayed first (`compacted` if they are gone); `nil` means "from the next revision".
@@ -16,6 +19,12 @@ public protocol StateStore: Sendable {
     /// Ends leases whose TTL has run out; call periodically. Returns how many ended.
     @discardableResult
     func expireLeases() -> Int
+}
+
+extension StateStore {
+    public func execute(_ request: StateRequest, replyAt: ReplyAt?, completion: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void) {
+        execute(request, completion: completion)
+    }
 }
 
 extension StateStore {
@@ -51,6 +60,9 @@ public enum Change: Sendable, Equatable {
 /// the error that prevented it; `done`s run in append order.
 public protocol ChangeLog: Sendable {
     func append(_ change: Change, revision: Revision, done: @escaping @Sendable (WeftError?) -> Void)
+    /// The same, for a put whose client the chain's tail may tell of its commit (a cluster's
+    /// replication log passes `replyAt` down the chain; other logs ignore it).
+    func append(_ change: Change, revision: Revision, replyAt: ReplyAt?, done: @escaping @Sendable (WeftError?) -> Void)
     /// The most changes that may be accepted but not yet durable at once. On restart the store
     /// starts revisions this far above the last durable one, so a revision a reader may have
     /// seen before a crash is never handed out again.
@@ -61,6 +73,9 @@ public protocol ChangeLog: Sendable {
 
 extension ChangeLog {
     public var isDurable: Bool { true }
+    public func append(_ change: Change, revision: Revision, replyAt: ReplyAt?, done: @escaping @Sendable (WeftError?) -> Void) {
+        append(change, revision: revision, done: done)
+    }
 }
 
 /// What a durable store hands the in-memory store at start.

@@ -25,6 +25,18 @@ public struct KeyValue: Sendable, Equatable {
     }
 }
 
+/// Cluster mode: whom the tail of a put's chain tells, besides the head's answer, that the put
+/// is committed: a client (by the id it gave its connections, see `CommitFeed` on the wire) and
+/// that client's number for the put.
+public struct ReplyAt: Sendable, Hashable {
+    public var client: UInt64
+    public var seq: UInt64
+    public init(client: UInt64, seq: UInt64) {
+        self.client = client
+        self.seq = seq
+    }
+}
+
 /// A byte range of a value: `offset` and at most `length` bytes (clipped at the end).
 public struct ByteRange: Sendable, Equatable {
     public var offset: UInt64

@@ -17,7 +17,8 @@ public enum ClusterDecision: Sendable {
 /// node may serve in the request's epoch (writes at a chain's head, reads at its tail), the
 /// replication stream from predecessors, and the shard map for clients.
 public protocol ClusterGate: Sendable {
-    func decide(_ request: StateRequest, epoch: UInt64) -> ClusterDecision
+    /// `replyAt`: a put's client, whom the chain's tail tells once the put is committed.
+    func decide(_ request: StateRequest, epoch: UInt64, replyAt: ReplyAt?) -> ClusterDecision
     /// nil: the watch may run here. `shard`: a prefix watch of that shard only.
     func admitWatch(_ target: WatchTarget, epoch: UInt64, shard: Int?) -> WeftError?
     /// Applies one replication message from a predecessor; completes with the shard's revision
@@ -29,10 +30,20 @@ public protocol ClusterGate: Sendable {
         completion: @escaping @Sendable (Result<(KeyValue, UInt32), WeftError>) -> Void)
     /// A cache acknowledged invalidation `seq`.
     func cacheAcked(seq: UInt64)
+    /// A connection names client `client` (see `ReplyAt`): this node, as a chain's tail, tells
+    /// `feed` when that client's puts are committed. Until `closeCommitFeed` with the same feed.
+    func openCommitFeed(client: UInt64, feed: any CommitFeed)
+    func closeCommitFeed(client: UInt64, feed: any CommitFeed)
     /// The shard map this node serves by: its epoch and JSON.
     func shardMap() -> (epoch: UInt64, json: [UInt8])
     /// The node's view of the cluster for `status`, as JSON.
     func statusJSON() -> String
+}
+
+/// A client's connection to this node, told when the client's puts are committed here as the
+/// chain's tail (`ClientResponse.committed`).
+public protocol CommitFeed: AnyObject, Sendable {
+    func committed(seq: UInt64, version: Revision, length: UInt64)
 }
 
 /// A connection that caches values read from this node: a write of such a key tells it to drop

@@ -18,10 +18,14 @@ final class ServerSession: FrameLinkDelegate {
     private var inReadBatch = false
     private var needsFlush = false
     private var flushScheduled = false
+    private var lazyFlushScheduled = false
     private var closing = false
     private var watches: [UInt64: ActiveWatch] = [:]
-    /// This connection as a holder of cached values (made on its first `cache_get`).
-    private var cacheHolder: SessionCacheHolder?
+    /// This connection as a holder of cached values and a feed of commit notices (made on its
+    /// first `cache_get` or `commit_feed`).
+    private var pushes: SessionPushes?
+    /// The clients this connection named itself as (`commit_feed`).
+    private var commitClients: [UInt64] = []
     private var logger: Logger
     private var reader: FrameReader
     /// The request whose answer may carry its value in the arena's down half (it granted it).
@@ -60,6 +64,10 @@ final class ServerSession: FrameLinkDelegate {
         shared.unregister(link)
         if let error { logger.debug("connection ended: \(error)") }
         shared.functions?.closed()
+        if let pushes {
+            for client in commitClients { shared.cluster?.closeCommitFeed(client: client, feed: pushes) }
+        }
+        commitClients.removeAll()
         for (_, w) in watches {
             w.registration.cancel()
             w.sink.close()
@@ -91,9 +99,9 @@ final class ServerSession: FrameLinkDelegate {
         switch frame {
         case .frame(let frame):
             switch RequestCodec.decode(frame, limits: shared.store.limits) {
-            case .request(let id, let request, let epoch):
+            case .request(let id, let request, let epoch, let replyAt):
                 if frame.grantsArena { arenaGrant = id }
-                serve(id: id, request, epoch: epoch)
+                serve(id: id, request, epoch: epoch, replyAt: replyAt)
             case .invalid(let id, let error):
                 write { $0.writeResponse(id: id, .failure(error)) }
             case .undecodable(let reason):
@@ -128,12 +136,12 @@ final class ServerSession: FrameLinkDelegate {
 
     // MARK: serving
 
-    private func serve(id: UInt64, _ request: ServerRequest, epoch: UInt64) {
+    private func serve(id: UInt64, _ request: ServerRequest, epoch: UInt64, replyAt: ReplyAt? = nil) {
         guard let link else { return }
         switch request {
         case .state(let stateRequest):
             if let cluster = shared.cluster {
-                switch cluster.decide(stateRequest, epoch: epoch) {
+                switch cluster.decide(stateRequest, epoch: epoch, replyAt: replyAt) {
                 case .serve: break
                 case .answer(let result):
                     inFlight += 1
@@ -141,14 +149,17 @@ final class ServerSession: FrameLinkDelegate {
                     return
                 case .later(let run):
                     inFlight += 1
-                    run(onLoop { session, result in session.complete(id: id, result) })
+                    // A put the chain's tail answers too: the head's answer only backs it up.
+                    let backup = replyAt != nil
+                    run(onLoop { session, result in session.complete(id: id, result, lazily: backup) })
                     return
                 }
             }
             inFlight += 1
             let loop = link.eventLoop
             let bound = NIOLoopBound(self, eventLoop: loop)
-            shared.store.execute(stateRequest) { result in
+            // Only a cluster node passes `replyAt` on (down its chain, to the tail).
+            shared.store.execute(stateRequest, replyAt: shared.cluster == nil ? nil : replyAt) { result in
                 if loop.inEventLoop {
                     bound.value.complete(id: id, result)
                 } else {
@@ -177,19 +188,25 @@ final class ServerSession: FrameLinkDelegate {
                 return
             }
             inFlight += 1
-            cluster.replicate(message, epoch: epoch, completion: onLoop { session, result in session.completeReplicate(id: id, result) })
+            // The tail answers the client of a change with `replyAt`: the chain's acknowledgements
+            // of it may wait to share a write with others.
+            let lazily = message.replyAt != nil
+            cluster.replicate(message, epoch: epoch, completion: onLoop { session, result in session.completeReplicate(id: id, result, lazily: lazily) })
         case .cacheGet(let key):
             guard let cluster = shared.cluster else {
                 write { $0.writeResponse(id: id, .failure(Self.notClustered)) }
                 return
             }
             inFlight += 1
-            if cacheHolder == nil { cacheHolder = SessionCacheHolder(session: self, loop: link.eventLoop) }
             cluster.cacheGet(
-                key, epoch: epoch, holder: cacheHolder!,
+                key, epoch: epoch, holder: pushTarget(link),
                 completion: onLoop { session, result in session.completeCacheGet(id: id, result) })
         case .cacheAck(let seq):
             shared.cluster?.cacheAcked(seq: seq)
+        case .commitFeed(let client):
+            guard let cluster = shared.cluster, !commitClients.contains(client) else { return }
+            commitClients.append(client)
+            cluster.openCommitFeed(client: client, feed: pushTarget(link))
         case .shardMap:
             guard let cluster = shared.cluster else {
                 write { $0.writeResponse(id: id, .failure(Self.notClustered)) }
@@ -221,6 +238,20 @@ final class ServerSession: FrameLinkDelegate {
         flushSoon()
     }
 
+    private func pushTarget(_ link: any FrameLink) -> SessionPushes {
+        if let pushes { return pushes }
+        let made = SessionPushes(session: self, loop: link.eventLoop)
+        pushes = made
+        return made
+    }
+
+    /// Pushes a commit notice to the client (on the loop).
+    func pushCommitted(seq: UInt64, version: Revision, length: UInt64) {
+        guard link != nil, !closing else { return }
+        write { $0.writeCommitted(seq: seq, version: version, length: length) }
+        flushSoon()
+    }
+
     private static let notClustered = WeftError(.invalidArgument, "this server is a single node, not a cluster member")
 
     private func completeCacheGet(id: UInt64, _ result: Result<(KeyValue, UInt32), WeftError>) {
@@ -236,10 +267,11 @@ final class ServerSession: FrameLinkDelegate {
         link.resumeInput()
     }
 
-    private func completeReplicate(id: UInt64, _ result: Result<Revision, WeftError>) {
+    private func completeReplicate(id: UInt64, _ result: Result<Revision, WeftError>, lazily: Bool = false) {
         inFlight -= 1
         guard let link, !closing else { return }
         switch result {
+        case .success(let revision) where lazily: writeLazily { $0.writeReplicated(id: id, revision: revision) }
         case .success(let revision): write { $0.writeReplicated(id: id, revision: revision) }
         case .failure(let error): write { $0.writeResponse(id: id, .failure(error)) }
         }
@@ -311,7 +343,13 @@ final class ServerSession: FrameLinkDelegate {
         link.resumeInput()
     }
 
-    private func complete(id: UInt64, _ result: Result<StateResponse, WeftError>) {
+    private func complete(id: UInt64, _ result: Result<StateResponse, WeftError>, lazily: Bool = false) {
+        if lazily, case .success(.written) = result, let link, !closing {
+            inFlight -= 1
+            writeLazily { $0.writeResponse(id: id, result) }
+            link.resumeInput()
+            return
+        }
         inFlight -= 1
         let granted = arenaGrant == id
         if granted { arenaGrant = nil }
@@ -403,6 +441,25 @@ final class ServerSession: FrameLinkDelegate {
         needsFlush = true
     }
 
+    /// Writes an answer that no one waits for soon (a chain's acknowledgement, or the head's
+    /// answer, of a put whose tail told its client): sent with the next flush, or within
+    /// `lazyFlushMicros`. Acknowledgements so share writes, and wake their receivers less.
+    private func writeLazily(capacity: Int = 64, _ body: (inout ByteBuffer) -> Void) {
+        guard let link else { return }
+        var buffer = link.allocator.buffer(capacity: capacity)
+        body(&buffer)
+        link.write(buffer)
+        guard !lazyFlushScheduled else { return }
+        lazyFlushScheduled = true
+        let bound = NIOLoopBound(self, eventLoop: link.eventLoop)
+        link.eventLoop.scheduleTask(in: .microseconds(Self.lazyFlushMicros)) {
+            bound.value.lazyFlushScheduled = false
+            bound.value.link?.flush()
+        }
+    }
+
+    static let lazyFlushMicros: Int64 = 1_000
+
     /// Flushes what completions wrote, once per loop tick: inside a read batch the batch's end
     /// flushes; otherwise (answers completing on other threads, e.g. a chain's acknowledgements)
     /// one task flushes every answer that completed before it runs, in one syscall.
@@ -434,9 +491,11 @@ final class ServerSession: FrameLinkDelegate {
     }
 }
 
-/// A server connection as a cache holder: invalidations are written on its loop; once the
-/// connection is gone they go nowhere (the write then waits for the lease to end).
-final class SessionCacheHolder: CacheHolder {
+/// What a chain's tail pushes to a client's connection, written on its loop: cache
+/// invalidations (as a `CacheHolder`) and commit notices (as a `CommitFeed`). It holds the
+/// session weakly: once the connection is gone they go nowhere (a write then waits for the
+/// cache lease to end; a put's client has the head's answer).
+final class SessionPushes: CacheHolder, CommitFeed {
     private final class Weak {
         weak var session: ServerSession?
         init(_ session: ServerSession) { self.session = session }
@@ -453,5 +512,14 @@ final class SessionCacheHolder: CacheHolder {
     func invalidate(key: String, seq: UInt64) {
         let box = self.box
         loop.execute { box.value.session?.pushInvalidate(key: key, seq: seq) }
+    }
+
+    func committed(seq: UInt64, version: Revision, length: UInt64) {
+        if loop.inEventLoop {
+            box.value.session?.pushCommitted(seq: seq, version: version, length: length)
+        } else {
+            let box = self.box
+            loop.execute { box.value.session?.pushCommitted(seq: seq, version: version, length: length) }
+        }
     }
 }

@@ -46,7 +46,13 @@ public struct ReplicationMessage: Sendable, Equatable {
     /// The revision of the shard's previous change in the stream, so a gap is detected.
     public var previous: Revision
 
-    public init(shard: Int, from: String, kind: Kind, entry: KeyValue? = nil, revision: Revision = 0, previous: Revision = 0) {
+    /// A put's client, whom the chain's tail tells once the change is committed.
+    public var replyAt: ReplyAt?
+
+    public init(
+        shard: Int, from: String, kind: Kind, entry: KeyValue? = nil, revision: Revision = 0, previous: Revision = 0, replyAt: ReplyAt? = nil
+    ) {
+        self.replyAt = replyAt
         self.shard = shard
         self.from = from
         self.kind = kind
@@ -109,8 +115,9 @@ extension RequestCodec {
             guard entry != nil else { throw WeftError(.malformedRequest, "replicate \(kind) carries no entry") }
         default: break
         }
+        let replyAt = m.hasReplyAt ? ReplyAt(client: m.replyAt.client, seq: m.replyAt.seq) : nil
         return .replicate(ReplicationMessage(
-            shard: Int(m.shard), from: m.from, kind: kind, entry: entry, revision: m.revision, previous: m.previous))
+            shard: Int(m.shard), from: m.from, kind: kind, entry: entry, revision: m.revision, previous: m.previous, replyAt: replyAt))
     }
 }
 
@@ -126,6 +133,10 @@ extension Weft_V1_Request {
             if let e = msg.entry { m.entry = Weft_V1_Entry(e, valueLength: e.value.count) }
             m.revision = msg.revision
             m.previous = msg.previous
+            if let replyAt = msg.replyAt {
+                m.replyAt.client = replyAt.client
+                m.replyAt.seq = replyAt.seq
+            }
             op = .replicate(m)
             return msg.entry?.value ?? []
         case .shardMap:
@@ -140,6 +151,11 @@ extension Weft_V1_Request {
             var a = Weft_V1_CacheAck()
             a.seq = seq
             op = .cacheAck(a)
+            return []
+        case .commitFeed(let client):
+            var f = Weft_V1_CommitFeed()
+            f.client = client
+            op = .commitFeed(f)
             return []
         default:
             preconditionFailure("not a cluster request")

@@ -22,6 +22,13 @@ enum ProtoWire {
 
     static func bytesFieldSize(_ count: Int) -> Int { count == 0 ? 0 : 1 + varintSize(UInt64(count)) + count }
 
+    /// Size of a `ReplyAt` field (tag, length, fields); 0 when absent.
+    static func replyAtFieldSize(_ r: ReplyAt?) -> Int {
+        guard let r else { return 0 }
+        let body = varintFieldSize(r.client) + varintFieldSize(r.seq)
+        return 1 + varintSize(UInt64(body)) + body
+    }
+
     /// Size of an `Entry` message's fields, its value travelling as payload (see `entryFields`).
     static func entrySize(_ kv: KeyValue) -> Int {
         bytesFieldSize(kv.key.utf8.count)
@@ -70,6 +77,15 @@ struct ProtoWriter {
     }
 
     /// A varint field, omitted when it holds the proto3 default (0).
+    /// A `ReplyAt` message field, omitted when nil (written, empty, when both numbers are 0).
+    mutating func replyAtField(tag: UInt8, _ r: ReplyAt?) {
+        guard let r else { return }
+        byte(tag)
+        varint(UInt64(ProtoWire.varintFieldSize(r.client) + ProtoWire.varintFieldSize(r.seq)))
+        varintField(tag: 0x08, r.client)
+        varintField(tag: 0x10, r.seq)
+    }
+
     mutating func varintField(tag: UInt8, _ v: UInt64) {
         guard v != 0 else { return }
         byte(tag)
@@ -154,14 +170,18 @@ extension ByteBuffer {
         }
     }
 
-    /// `Request{id, put: PutRequest{key, if_version?, lease}}` + the value as payload.
-    mutating func writePutRequestFast(id: UInt64, key: String, value: [UInt8], ifVersion: Revision?, lease: LeaseID, epoch: UInt64 = 0) {
+    /// `Request{id, epoch, reply_at?, put: PutRequest{key, if_version?, lease}}` + the value as payload.
+    mutating func writePutRequestFast(
+        id: UInt64, key: String, value: [UInt8], ifVersion: Revision?, lease: LeaseID, epoch: UInt64 = 0, replyAt: ReplyAt? = nil
+    ) {
         var body = ProtoWire.bytesFieldSize(key.utf8.count) + ProtoWire.varintFieldSize(UInt64(bitPattern: lease))
         if let ifVersion { body += 1 + ProtoWire.varintSize(ifVersion) }
-        let header = ProtoWire.varintFieldSize(id) + ProtoWire.varintFieldSize(epoch) + 1 + ProtoWire.varintSize(UInt64(body)) + body
+        let header = ProtoWire.varintFieldSize(id) + ProtoWire.varintFieldSize(epoch) + ProtoWire.replyAtFieldSize(replyAt)
+            + 1 + ProtoWire.varintSize(UInt64(body)) + body
         writeFrameHeader(headerBytes: header, payloadBytes: value.count) { w in
             w.varintField(tag: 0x08, id)
             w.varintField(tag: 0x10, epoch)
+            w.replyAtField(tag: 0x1A, replyAt)
             w.byte(0x5A)  // field 11 (put)
             w.varint(UInt64(body))
             w.bytesField(tag: 0x0A, key.utf8)

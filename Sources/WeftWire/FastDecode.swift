@@ -46,9 +46,11 @@ struct ProtoReader {
 enum FastDecode {
     /// Reads a Request/Response envelope: field 1 (id) and exactly one of the given
     /// length-delimited fields; anything else → nil.
-    /// With `epoch`, a request's field 2 (epoch) is accepted too and stored there.
+    /// With `epoch`, a request's field 2 (epoch) is accepted too and stored there; with
+    /// `replyAt`, its field 3 (reply_at).
     static func envelope(
-        _ r: inout ProtoReader, resultTags: [UInt64], epoch: UnsafeMutablePointer<UInt64?>? = nil
+        _ r: inout ProtoReader, resultTags: [UInt64], epoch: UnsafeMutablePointer<UInt64?>? = nil,
+        replyAt: UnsafeMutablePointer<ReplyAt?>? = nil
     ) -> (UInt64, (field: UInt64, range: Range<Int>))? {
         var id: UInt64?
         var body: (field: UInt64, range: Range<Int>)?
@@ -60,6 +62,9 @@ enum FastDecode {
             } else if tag == 0x10, let epoch {
                 guard epoch.pointee == nil, let v = r.varint() else { return nil }
                 epoch.pointee = v
+            } else if tag == 0x1A, let replyAt {
+                guard replyAt.pointee == nil, let range = r.lengthDelimited(), let decoded = Self.replyAt(r.sub(range)) else { return nil }
+                replyAt.pointee = decoded
             } else if resultTags.contains(tag) {
                 guard body == nil, let range = r.lengthDelimited() else { return nil }
                 body = (tag >> 3, range)
@@ -71,12 +76,36 @@ enum FastDecode {
         return (id ?? 0, body)
     }
 
+    /// A `ReplyAt` message's fields (each at most once, nothing else).
+    static func replyAt(_ reader: ProtoReader) -> ReplyAt? {
+        var m = reader
+        var client: UInt64?
+        var seq: UInt64?
+        while !m.atEnd {
+            guard let tag = m.varint() else { return nil }
+            switch tag {
+            case 0x08:
+                guard client == nil, let v = m.varint() else { return nil }
+                client = v
+            case 0x10:
+                guard seq == nil, let v = m.varint() else { return nil }
+                seq = v
+            default:
+                return nil
+            }
+        }
+        return ReplyAt(client: client ?? 0, seq: seq ?? 0)
+    }
+
     /// Decodes `Request{id, get{key}}` and `Request{id, put{key, if_version?, lease}}`.
     static func request(_ frame: RawFrame, limits: StoreLimits) -> DecodedRequest? {
         frame.header.withUnsafeReadableBytes { raw -> DecodedRequest? in
             var r = ProtoReader(raw)
             var epoch: UInt64?
-            guard let (requestID, op) = withUnsafeMutablePointer(to: &epoch, { envelope(&r, resultTags: [0x52, 0x5A], epoch: $0) }) else { return nil }
+            var replyAt: ReplyAt?
+            guard let (requestID, op) = withUnsafeMutablePointer(to: &epoch, { e in
+                withUnsafeMutablePointer(to: &replyAt) { envelope(&r, resultTags: [0x52, 0x5A], epoch: e, replyAt: $0) }
+            }) else { return nil }
             var m = r.sub(op.range)
             var key: UnsafeRawBufferPointer?
             var ifVersion: UInt64?
@@ -100,10 +129,10 @@ enum FastDecode {
             do throws(WeftError) {
                 let keyString = try StateKey.validate(bytes: key ?? UnsafeRawBufferPointer(start: nil, count: 0), limits: limits)
                 if op.field == 10 {
-                    return .request(id: requestID, .state(.get(key: keyString)), epoch: epoch ?? 0)
+                    return .request(id: requestID, .state(.get(key: keyString)), epoch: epoch ?? 0, replyAt: replyAt)
                 }
                 let value = try RequestCodec.value(frame, limits)
-                return .request(id: requestID, .state(.put(key: keyString, value: value, ifVersion: ifVersion, lease: LeaseID(bitPattern: lease ?? 0))), epoch: epoch ?? 0)
+                return .request(id: requestID, .state(.put(key: keyString, value: value, ifVersion: ifVersion, lease: LeaseID(bitPattern: lease ?? 0))), epoch: epoch ?? 0, replyAt: replyAt)
             } catch {
                 return .invalid(id: requestID, error)
             }

@@ -6,7 +6,7 @@ import WeftCore
 /// generated code writes, and a strict subset of what it reads (anything else falls back to it).
 /// Tests compare both ways.
 extension ByteBuffer {
-    /// `Request{id, epoch, replicate: Replicate{shard, from, kind, entry?, revision, previous}}`
+    /// `Request{id, epoch, replicate: Replicate{shard, from, kind, entry?, revision, previous, reply_at?}}`
     /// + the entry's value as payload.
     mutating func writeReplicateRequestFast(id: UInt64, epoch: UInt64, _ m: ReplicationMessage) {
         let entryBody = m.entry.map(ProtoWire.entrySize) ?? 0
@@ -16,6 +16,7 @@ extension ByteBuffer {
             + ProtoWire.varintFieldSize(kind)
             + ProtoWire.varintFieldSize(m.revision)
             + ProtoWire.varintFieldSize(m.previous)
+            + ProtoWire.replyAtFieldSize(m.replyAt)
         if m.entry != nil { body += 1 + ProtoWire.varintSize(UInt64(entryBody)) + entryBody }
         let header = ProtoWire.varintFieldSize(id) + ProtoWire.varintFieldSize(epoch) + 2 + ProtoWire.varintSize(UInt64(body)) + body
         let value = m.entry?.value ?? []
@@ -35,6 +36,7 @@ extension ByteBuffer {
             }
             w.varintField(tag: 0x28, m.revision)
             w.varintField(tag: 0x30, m.previous)
+            w.replyAtField(tag: 0x3A, m.replyAt)
         }
         writeBytes(value)
     }
@@ -65,6 +67,7 @@ extension FastDecode {
             var fields: [UInt64?] = Array(repeating: nil, count: 7)
             var from: UnsafeRawBufferPointer?
             var entryRange: Range<Int>?
+            var replyAt: ReplyAt?
             while !m.atEnd {
                 guard let tag = m.varint() else { return nil }
                 switch tag {
@@ -78,6 +81,9 @@ extension FastDecode {
                 case 0x22:
                     guard entryRange == nil, let range = m.lengthDelimited() else { return nil }
                     entryRange = range
+                case 0x3A:
+                    guard replyAt == nil, let range = m.lengthDelimited(), let decoded = Self.replyAt(m.sub(range)) else { return nil }
+                    replyAt = decoded
                 default:
                     return nil
                 }
@@ -122,8 +128,8 @@ extension FastDecode {
             }
             let message = ReplicationMessage(
                 shard: Int(fields[1] ?? 0), from: fromString, kind: kind, entry: entry,
-                revision: fields[5] ?? 0, previous: fields[6] ?? 0)
-            return .request(id: requestID, .replicate(message), epoch: epoch ?? 0)
+                revision: fields[5] ?? 0, previous: fields[6] ?? 0, replyAt: replyAt)
+            return .request(id: requestID, .replicate(message), epoch: epoch ?? 0, replyAt: nil)
         }
     }
 

@@ -63,7 +63,7 @@ extension Weft_V1_Request {
             m.async = async
             op = .functionInvoke(m)
             return input
-        case .state, .watch, .cancelWatch, .replicate, .shardMap, .cacheGet, .cacheAck:
+        case .state, .watch, .cancelWatch, .replicate, .shardMap, .cacheGet, .cacheAck, .commitFeed:
             preconditionFailure("not a function request")
         }
     }
@@ -118,6 +118,7 @@ extension ByteBuffer {
         case .shardMap(let epoch, let json): writeShardMap(id: id, epoch: epoch, json: json)
         case .cachedValue(let kv, let leaseMs): writeCachedValue(id: id, kv, leaseMs: leaseMs)
         case .cacheInvalidate(let key, let seq): writeCacheInvalidate(key: key, seq: seq)
+        case .committed(let seq, let version, let length): writeCommitted(seq: seq, version: version, length: length)
         }
     }
 }

@@ -26,6 +26,9 @@ public enum ServerRequest: Sendable, Equatable {
     case cacheGet(key: String)
     /// Cluster: a cache dropped the key of invalidation `seq` (no response).
     case cacheAck(seq: UInt64)
+    /// Cluster: the client names itself on this connection (no response); the node, as a
+    /// chain's tail, tells it here when its puts are committed (`ClientResponse.committed`).
+    case commitFeed(client: UInt64)
 }
 
 extension ServerRequest {
@@ -37,7 +40,7 @@ extension ServerRequest {
         case .functionResult(_, let output, _): return output.count
         case .functionInvoke(_, let input, _): return input.count
         case .replicate(let m): return m.payloadBytes
-        case .watch, .cancelWatch, .functionNext, .shardMap, .cacheGet, .cacheAck: return 0
+        case .watch, .cancelWatch, .functionNext, .shardMap, .cacheGet, .cacheAck, .commitFeed: return 0
         }
         switch s {
         case .put(_, let value, _, _): return value.count
@@ -49,8 +52,9 @@ extension ServerRequest {
 
 /// The outcome of decoding one request frame.
 public enum DecodedRequest: Sendable {
-    /// `epoch`: the shard-map epoch the client routed with (0 = not routed).
-    case request(id: UInt64, ServerRequest, epoch: UInt64)
+    /// `epoch`: the shard-map epoch the client routed with (0 = not routed). `replyAt`: a put
+    /// the chain's tail may also answer (see `ReplyAt`).
+    case request(id: UInt64, ServerRequest, epoch: UInt64, replyAt: ReplyAt?)
     /// The header decoded (so the id is known) but its content is invalid: answer with the error.
     case invalid(id: UInt64, WeftError)
     /// The header is not a Request at all: the connection cannot be trusted any further.
@@ -74,7 +78,8 @@ public enum RequestCodec {
             return .undecodable("request header is not a valid protobuf Request: \(error)")
         }
         do {
-            return .request(id: header.id, try decodeOp(header, frame: frame, limits: limits), epoch: header.epoch)
+            let replyAt = header.hasReplyAt ? ReplyAt(client: header.replyAt.client, seq: header.replyAt.seq) : nil
+            return .request(id: header.id, try decodeOp(header, frame: frame, limits: limits), epoch: header.epoch, replyAt: replyAt)
         } catch {
             return .invalid(id: header.id, error)
         }
@@ -159,19 +164,21 @@ public enum RequestCodec {
             return .cacheGet(key: try key(g.key, limits))
         case .cacheAck(let a):
             return .cacheAck(seq: a.seq)
+        case .commitFeed(let f):
+            return .commitFeed(client: f.client)
         }
     }
 }
 
 extension ByteBuffer {
     /// Writes a request frame (client side).
-    public mutating func writeRequest(id: UInt64, _ request: ServerRequest, epoch: UInt64 = 0) {
+    public mutating func writeRequest(id: UInt64, _ request: ServerRequest, epoch: UInt64 = 0, replyAt: ReplyAt? = nil) {
         switch request {
-        case .state(.get(let key, nil, nil)):
+        case .state(.get(let key, nil, nil)) where replyAt == nil:
             writeGetRequestFast(id: id, key: key, epoch: epoch)
             return
         case .state(.put(let key, let value, let ifVersion, let lease)):
-            writePutRequestFast(id: id, key: key, value: value, ifVersion: ifVersion, lease: lease, epoch: epoch)
+            writePutRequestFast(id: id, key: key, value: value, ifVersion: ifVersion, lease: lease, epoch: epoch, replyAt: replyAt)
             return
         case .replicate(let message):
             writeReplicateRequestFast(id: id, epoch: epoch, message)
@@ -179,7 +186,7 @@ extension ByteBuffer {
         default:
             break
         }
-        writeRequestWithGeneratedCode(id: id, request, epoch: epoch)
+        writeRequestWithGeneratedCode(id: id, request, epoch: epoch, replyAt: replyAt)
     }
 
     /// Writes a request frame on a connection with a shared arena (a function instance's, to its
@@ -207,10 +214,14 @@ extension ByteBuffer {
     }
 
     /// Writes a request frame through the generated protobuf code (every operation).
-    public mutating func writeRequestWithGeneratedCode(id: UInt64, _ request: ServerRequest, epoch: UInt64 = 0) {
+    public mutating func writeRequestWithGeneratedCode(id: UInt64, _ request: ServerRequest, epoch: UInt64 = 0, replyAt: ReplyAt? = nil) {
         var r = Weft_V1_Request()
         r.id = id
         r.epoch = epoch
+        if let replyAt {
+            r.replyAt.client = replyAt.client
+            r.replyAt.seq = replyAt.seq
+        }
         var payload: [UInt8] = []
         switch request {
         case .state(let s):
@@ -290,7 +301,7 @@ extension ByteBuffer {
             r.op = .cancelWatch(c)
         case .functionNext, .functionResult, .functionInvoke:
             payload = r.setFunctionOp(request)
-        case .replicate, .shardMap, .cacheGet, .cacheAck:
+        case .replicate, .shardMap, .cacheGet, .cacheAck, .commitFeed:
             payload = r.setClusterOp(request)
         }
         writeWeftFrame(header: r, payloadBytes: payload.count) { $0.writeBytes(payload) }

@@ -56,6 +56,9 @@ public enum ClientResponse: Sendable, Equatable {
     case cachedValue(KeyValue, leaseMs: UInt32)
     /// Unsolicited (id 0): drop `key` from the cache and acknowledge `seq` with `cache_ack`.
     case cacheInvalidate(key: String, seq: UInt64)
+    /// Unsolicited (id 0), from a chain's tail: the put this client numbered `seq` (see
+    /// `ReplyAt`) is committed, as the head's `written` answer will also say.
+    case committed(seq: UInt64, version: Revision, length: UInt64)
     /// The answer to `function_next`: work for an instance.
     case functionInvocation(FunctionInvocation)
     /// The answer to `function_invoke`: the invocation's id and its output (empty when async).
@@ -247,6 +250,19 @@ extension ByteBuffer {
         writeWeftFrame(header: r)
     }
 
+    /// Tells a client that its put `seq` is committed (id 0: it answers no request of this
+    /// connection).
+    public mutating func writeCommitted(seq: UInt64, version: Revision, length: UInt64) {
+        var r = Weft_V1_Response()
+        r.id = 0
+        var m = Weft_V1_Committed()
+        m.seq = seq
+        m.version = version
+        m.length = length
+        r.result = .committed(m)
+        writeWeftFrame(header: r)
+    }
+
     /// The answer to a `shard_map` request: the epoch, the map's JSON as payload.
     public mutating func writeShardMap(id: UInt64, epoch: UInt64, json: [UInt8]) {
         var r = Weft_V1_Response()
@@ -307,6 +323,7 @@ public enum ResponseCodec {
                 throw WeftError(.malformedRequest, "cache invalidation of a key that is not UTF-8")
             }
             response = .cacheInvalidate(key: key, seq: m.seq)
+        case .committed(let m): response = .committed(seq: m.seq, version: m.version, length: m.length)
         case .value(let e): response = .state(.success(.value(try kv(e))))
         case .notModified(let m): response = .state(.success(.notModified(version: m.version)))
         case .written(let w): response = .state(.success(.written(version: w.version, length: w.length)))

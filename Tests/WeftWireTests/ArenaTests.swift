@@ -32,7 +32,7 @@ struct ArenaTests {
         // The worker's side maps the same memory (here: the same arena object).
         let frames = try Self.parse(out, arena: arena, peerHalf: .up)
         #expect(frames.count == 1)
-        guard case .request(let id, .state(.put(let key, let got, _, _)), _) = RequestCodec.decode(frames[0], limits: .default) else {
+        guard case .request(let id, .state(.put(let key, let got, _, _)), _, _) = RequestCodec.decode(frames[0], limits: .default) else {
             Issue.record("not a put")
             return
         }
@@ -50,7 +50,7 @@ struct ArenaTests {
             #expect(half == nil)
             #expect(out.readableBytes > value.count)
             let frames = try Self.parse(out, arena: arena, peerHalf: .up)
-            guard case .request(_, .state(.put(_, let got, _, _)), _) = RequestCodec.decode(frames[0], limits: .default) else {
+            guard case .request(_, .state(.put(_, let got, _, _)), _, _) = RequestCodec.decode(frames[0], limits: .default) else {
                 Issue.record("not a put")
                 return
             }

@@ -49,6 +49,11 @@ struct CodecTests {
                     for lease: LeaseID in [0, 3, -9] {
                         let put = ServerRequest.state(.put(key: key, value: [4, 5, 6], ifVersion: ifVersion, lease: lease))
                         #expect(Self.bytes { $0.writeRequest(id: id, put) } == Self.bytes { $0.writeRequestWithGeneratedCode(id: id, put) })
+                        for replyAt in [ReplyAt(client: 1, seq: id), ReplyAt(client: 0, seq: 0), ReplyAt(client: .max, seq: .max)] {
+                            #expect(
+                                Self.bytes { $0.writeRequest(id: id, put, epoch: 4, replyAt: replyAt) }
+                                    == Self.bytes { $0.writeRequestWithGeneratedCode(id: id, put, epoch: 4, replyAt: replyAt) })
+                        }
                     }
                 }
             }
@@ -63,17 +68,40 @@ struct CodecTests {
             .state(.list(prefix: "p/", after: "p/a", limit: 10, keysOnly: true)), .state(.leaseGrant(ttlSeconds: 5, id: 0)),
             .state(.leaseKeepAlive(id: 3)), .state(.leaseRevoke(id: 3)), .state(.status),
             .watch(target: .prefix("p/"), fromRevision: 4, keysOnly: false), .watch(target: .key("k"), fromRevision: nil, keysOnly: true), .watch(target: .prefix(""), fromRevision: nil, keysOnly: true, shard: 7),
-            .cancelWatch(watchID: 9),
+            .cancelWatch(watchID: 9), .commitFeed(client: .max), .cacheAck(seq: 3),
         ]
         for (i, r) in requests.enumerated() {
             let frame = Self.frame(Self.bytes { $0.writeRequest(id: UInt64(i + 1), r) })
-            guard case .request(let id, let back, _) = RequestCodec.decode(frame, limits: .default) else {
+            guard case .request(let id, let back, _, _) = RequestCodec.decode(frame, limits: .default) else {
                 Issue.record("request \(r) did not decode")
                 continue
             }
             #expect(id == UInt64(i + 1))
             #expect(back == r)
         }
+    }
+
+    @Test func aPutCarriesItsReplyAtBothWays() {
+        let put = ServerRequest.state(.put(key: "k", value: [1, 2], ifVersion: 3, lease: 0))
+        for replyAt: ReplyAt? in [nil, ReplyAt(client: 9, seq: 1), ReplyAt(client: 0, seq: 0)] {
+            for fast in [true, false] {
+                let bytes = Self.bytes {
+                    if fast { $0.writeRequest(id: 8, put, epoch: 2, replyAt: replyAt) } else { $0.writeRequestWithGeneratedCode(id: 8, put, epoch: 2, replyAt: replyAt) }
+                }
+                guard case .request(8, let back, 2, let gotReplyAt) = RequestCodec.decode(Self.frame(bytes), limits: .default) else {
+                    Issue.record("put with \(String(describing: replyAt)) did not decode")
+                    continue
+                }
+                #expect(back == put)
+                #expect(gotReplyAt == replyAt)
+            }
+        }
+    }
+
+    @Test func aCommitNoticeRoundTrips() throws {
+        let (id, back) = try ResponseCodec.decode(Self.frame(Self.bytes { $0.writeCommitted(seq: 12, version: 99, length: 4096) }))
+        #expect(id == 0)
+        #expect(back == .committed(seq: 12, version: 99, length: 4096))
     }
 
     @Test func everyResponseRoundTrips() throws {
@@ -129,10 +157,12 @@ struct FastDecodeTests {
             for key in CodecTests.keys + ["", "bad\u{0}"] {
                 for r in [ServerRequest.state(.get(key: key)), .state(.put(key: key, value: [1, 2], ifVersion: 0, lease: -3)),
                           .state(.put(key: key, value: [], ifVersion: nil, lease: 0))] {
-                    let bytes = CodecTests.bytes { $0.writeRequest(id: id, r) }
-                    let a = RequestCodec.decode(CodecTests.frame(bytes), limits: .default)
-                    let b = RequestCodec.decodeWithGeneratedCode(CodecTests.frame(bytes), limits: .default)
-                    #expect(String(describing: a) == String(describing: b))
+                    for replyAt: ReplyAt? in [nil, ReplyAt(client: id, seq: 7)] {
+                        let bytes = CodecTests.bytes { $0.writeRequest(id: id, r, replyAt: replyAt) }
+                        let a = RequestCodec.decode(CodecTests.frame(bytes), limits: .default)
+                        let b = RequestCodec.decodeWithGeneratedCode(CodecTests.frame(bytes), limits: .default)
+                        #expect(String(describing: a) == String(describing: b))
+                    }
                 }
             }
         }

@@ -32,7 +32,7 @@ struct FunctionCodecTests {
         requests.append(.functionResult(invocationID: "inv-2", output: [], error: WeftError(.outOfMemory, "killed at 128 MB")))
         requests.append(.functionResult(invocationID: "", output: [], error: WeftError(.invalidArgument)))
         for (i, r) in requests.enumerated() {
-            guard case .request(let id, let decoded, _) = Self.roundTrip(r, id: UInt64(i + 1)) else {
+            guard case .request(let id, let decoded, _, _) = Self.roundTrip(r, id: UInt64(i + 1)) else {
                 Issue.record("request \(i) did not decode")
                 continue
             }

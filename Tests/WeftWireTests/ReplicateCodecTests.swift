@@ -12,6 +12,9 @@ struct ReplicateCodecTests {
             for value in [[UInt8](), [1, 2, 3], [UInt8](repeating: 7, count: 300)] {
                 let kv = KeyValue(key: key, value: value, version: 42, createRevision: 7, lease: 0)
                 all.append(ReplicationMessage(shard: 3, from: "10.0.0.1:7400", kind: .put, entry: kv, revision: 42, previous: 41))
+                for replyAt in [ReplyAt(client: .max, seq: 1), ReplyAt(client: 0, seq: 0), ReplyAt(client: 77, seq: 300)] {
+                    all.append(ReplicationMessage(shard: 3, from: "n", kind: .put, entry: kv, revision: 42, previous: 41, replyAt: replyAt))
+                }
                 all.append(ReplicationMessage(shard: 0, from: "n", kind: .snapshotEntry, entry: kv))
             }
             all.append(ReplicationMessage(

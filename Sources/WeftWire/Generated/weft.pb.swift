@@ -70,6 +70,18 @@ public nonisolated struct Weft_V1_Request: Sendable {
   /// against the node's own map only).
   public var epoch: UInt64 = 0
 
+  /// Cluster mode, on a put to a chain's head: the tail may answer it, as a `committed` push
+  /// on this client's connection to the tail (see `CommitFeed`), one hop sooner than the head.
+  /// The head still answers too; the client takes whichever answer comes first.
+  public var replyAt: Weft_V1_ReplyAt {
+    get {_replyAt ?? Weft_V1_ReplyAt()}
+    set {_replyAt = newValue}
+  }
+  /// Returns true if `replyAt` has been explicitly set.
+  public var hasReplyAt: Bool {self._replyAt != nil}
+  /// Clears the value of `replyAt`. Subsequent reads from it will return its default value.
+  public mutating func clearReplyAt() {self._replyAt = nil}
+
   public var op: Weft_V1_Request.OneOf_Op? = nil
 
   public var get: Weft_V1_GetRequest {
@@ -234,6 +246,14 @@ public nonisolated struct Weft_V1_Request: Sendable {
     set {op = .cacheAck(newValue)}
   }
 
+  public var commitFeed: Weft_V1_CommitFeed {
+    get {
+      if case .commitFeed(let v)? = op {return v}
+      return Weft_V1_CommitFeed()
+    }
+    set {op = .commitFeed(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Op: Equatable, Sendable {
@@ -259,10 +279,13 @@ public nonisolated struct Weft_V1_Request: Sendable {
     case shardMap(Weft_V1_ShardMapRequest)
     case cacheGet(Weft_V1_CacheGetRequest)
     case cacheAck(Weft_V1_CacheAck)
+    case commitFeed(Weft_V1_CommitFeed)
 
   }
 
   public init() {}
+
+  fileprivate var _replyAt: Weft_V1_ReplyAt? = nil
 }
 
 /// Keys are bytes on the wire so that invalid UTF-8 reaches the server and is answered
@@ -779,6 +802,14 @@ public nonisolated struct Weft_V1_Response: Sendable {
     set {result = .cacheInvalidate(newValue)}
   }
 
+  public var committed: Weft_V1_Committed {
+    get {
+      if case .committed(let v)? = result {return v}
+      return Weft_V1_Committed()
+    }
+    set {result = .committed(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Result: Equatable, Sendable {
@@ -802,6 +833,7 @@ public nonisolated struct Weft_V1_Response: Sendable {
     case shardMap(Weft_V1_ShardMap)
     case cachedValue(Weft_V1_CachedValue)
     case cacheInvalidate(Weft_V1_CacheInvalidate)
+    case committed(Weft_V1_Committed)
 
   }
 
@@ -1199,6 +1231,16 @@ public nonisolated struct Weft_V1_Replicate: Sendable {
   /// the revision of the shard's previous change (gap detection)
   public var previous: UInt64 = 0
 
+  /// PUT: the client the tail tells once the change is committed
+  public var replyAt: Weft_V1_ReplyAt {
+    get {_replyAt ?? Weft_V1_ReplyAt()}
+    set {_replyAt = newValue}
+  }
+  /// Returns true if `replyAt` has been explicitly set.
+  public var hasReplyAt: Bool {self._replyAt != nil}
+  /// Clears the value of `replyAt`. Subsequent reads from it will return its default value.
+  public mutating func clearReplyAt() {self._replyAt = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Kind: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -1294,6 +1336,7 @@ public nonisolated struct Weft_V1_Replicate: Sendable {
   public init() {}
 
   fileprivate var _entry: Weft_V1_Entry? = nil
+  fileprivate var _replyAt: Weft_V1_ReplyAt? = nil
 }
 
 /// The receiver's revision of that shard after the change.
@@ -1399,13 +1442,61 @@ public nonisolated struct Weft_V1_CacheAck: Sendable {
   public init() {}
 }
 
+/// Who to tell that a put is committed: the client's id (see `CommitFeed`) and its number for
+/// the put.
+public nonisolated struct Weft_V1_ReplyAt: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var client: UInt64 = 0
+
+  public var seq: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A client names itself on a connection (no response): puts it sends with `reply_at` naming
+/// it may be answered on this connection, with `committed`, by the node as the tail.
+public nonisolated struct Weft_V1_CommitFeed: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var client: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Sent by a tail (with response id 0): the client's put `seq` is committed, as version
+/// `version` with `length` bytes of value: what the head's `written` will say.
+public nonisolated struct Weft_V1_Committed: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var seq: UInt64 = 0
+
+  public var version: UInt64 = 0
+
+  public var length: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "weft.v1"
 
 nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}epoch\0\u{2}\u{8}get\0\u{1}put\0\u{3}write_range\0\u{1}append\0\u{1}add\0\u{1}delete\0\u{1}list\0\u{1}watch\0\u{3}cancel_watch\0\u{3}lease_grant\0\u{3}lease_keep_alive\0\u{3}lease_revoke\0\u{1}status\0\u{4}\u{8}function_next\0\u{3}function_result\0\u{3}function_invoke\0\u{2}\u{8}replicate\0\u{3}shard_map\0\u{3}cache_get\0\u{3}cache_ack\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}epoch\0\u{3}reply_at\0\u{2}\u{7}get\0\u{1}put\0\u{3}write_range\0\u{1}append\0\u{1}add\0\u{1}delete\0\u{1}list\0\u{1}watch\0\u{3}cancel_watch\0\u{3}lease_grant\0\u{3}lease_keep_alive\0\u{3}lease_revoke\0\u{1}status\0\u{4}\u{8}function_next\0\u{3}function_result\0\u{3}function_invoke\0\u{2}\u{8}replicate\0\u{3}shard_map\0\u{3}cache_get\0\u{3}cache_ack\0\u{3}commit_feed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1415,6 +1506,7 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._replyAt) }()
       case 10: try {
         var v: Weft_V1_GetRequest?
         var hadOneofValue = false
@@ -1675,6 +1767,19 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.op = .cacheAck(v)
         }
       }()
+      case 44: try {
+        var v: Weft_V1_CommitFeed?
+        var hadOneofValue = false
+        if let current = self.op {
+          hadOneofValue = true
+          if case .commitFeed(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.op = .commitFeed(v)
+        }
+      }()
       default: break
       }
     }
@@ -1691,6 +1796,9 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if self.epoch != 0 {
       try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 2)
     }
+    try { if let v = self._replyAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     switch self.op {
     case .get?: try {
       guard case .get(let v)? = self.op else { preconditionFailure() }
@@ -1772,6 +1880,10 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
       guard case .cacheAck(let v)? = self.op else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 43)
     }()
+    case .commitFeed?: try {
+      guard case .commitFeed(let v)? = self.op else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 44)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1780,6 +1892,7 @@ nonisolated extension Weft_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
   public static func ==(lhs: Weft_V1_Request, rhs: Weft_V1_Request) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.epoch != rhs.epoch {return false}
+    if lhs._replyAt != rhs._replyAt {return false}
     if lhs.op != rhs.op {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -2418,7 +2531,7 @@ nonisolated extension Weft_V1_Entry: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}error\0\u{2}\u{8}value\0\u{3}not_modified\0\u{1}written\0\u{1}counter\0\u{1}deleted\0\u{1}list\0\u{3}watch_created\0\u{3}watch_events\0\u{3}watch_ended\0\u{1}lease\0\u{3}lease_revoked\0\u{1}status\0\u{1}ok\0\u{4}\u{8}function_invocation\0\u{3}function_output\0\u{2}\u{9}replicated\0\u{3}shard_map\0\u{3}cached_value\0\u{3}cache_invalidate\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}error\0\u{2}\u{8}value\0\u{3}not_modified\0\u{1}written\0\u{1}counter\0\u{1}deleted\0\u{1}list\0\u{3}watch_created\0\u{3}watch_events\0\u{3}watch_ended\0\u{1}lease\0\u{3}lease_revoked\0\u{1}status\0\u{1}ok\0\u{4}\u{8}function_invocation\0\u{3}function_output\0\u{2}\u{9}replicated\0\u{3}shard_map\0\u{3}cached_value\0\u{3}cache_invalidate\0\u{1}committed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2687,6 +2800,19 @@ nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
           self.result = .cacheInvalidate(v)
         }
       }()
+      case 44: try {
+        var v: Weft_V1_Committed?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .committed(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .committed(v)
+        }
+      }()
       default: break
       }
     }
@@ -2780,6 +2906,10 @@ nonisolated extension Weft_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
     case .cacheInvalidate?: try {
       guard case .cacheInvalidate(let v)? = self.result else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 43)
+    }()
+    case .committed?: try {
+      guard case .committed(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 44)
     }()
     case nil: break
     }
@@ -3490,7 +3620,7 @@ nonisolated extension Weft_V1_FunctionOutput: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Weft_V1_Replicate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Replicate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}shard\0\u{1}from\0\u{1}kind\0\u{1}entry\0\u{1}revision\0\u{1}previous\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}shard\0\u{1}from\0\u{1}kind\0\u{1}entry\0\u{1}revision\0\u{1}previous\0\u{3}reply_at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3504,6 +3634,7 @@ nonisolated extension Weft_V1_Replicate: SwiftProtobuf.Message, SwiftProtobuf._M
       case 4: try { try decoder.decodeSingularMessageField(value: &self._entry) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.previous) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._replyAt) }()
       default: break
       }
     }
@@ -3532,6 +3663,9 @@ nonisolated extension Weft_V1_Replicate: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.previous != 0 {
       try visitor.visitSingularUInt64Field(value: self.previous, fieldNumber: 6)
     }
+    try { if let v = self._replyAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3542,6 +3676,7 @@ nonisolated extension Weft_V1_Replicate: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs._entry != rhs._entry {return false}
     if lhs.revision != rhs.revision {return false}
     if lhs.previous != rhs.previous {return false}
+    if lhs._replyAt != rhs._replyAt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3759,6 +3894,111 @@ nonisolated extension Weft_V1_CacheAck: SwiftProtobuf.Message, SwiftProtobuf._Me
 
   public static func ==(lhs: Weft_V1_CacheAck, rhs: Weft_V1_CacheAck) -> Bool {
     if lhs.seq != rhs.seq {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_ReplyAt: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReplyAt"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}client\0\u{1}seq\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.client) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.seq) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.client != 0 {
+      try visitor.visitSingularUInt64Field(value: self.client, fieldNumber: 1)
+    }
+    if self.seq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seq, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_ReplyAt, rhs: Weft_V1_ReplyAt) -> Bool {
+    if lhs.client != rhs.client {return false}
+    if lhs.seq != rhs.seq {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_CommitFeed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CommitFeed"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}client\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.client) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.client != 0 {
+      try visitor.visitSingularUInt64Field(value: self.client, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_CommitFeed, rhs: Weft_V1_CommitFeed) -> Bool {
+    if lhs.client != rhs.client {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Weft_V1_Committed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Committed"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{1}version\0\u{1}length\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.seq) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.length) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.seq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seq, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
+    }
+    if self.length != 0 {
+      try visitor.visitSingularUInt64Field(value: self.length, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Weft_V1_Committed, rhs: Weft_V1_Committed) -> Bool {
+    if lhs.seq != rhs.seq {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.length != rhs.length {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

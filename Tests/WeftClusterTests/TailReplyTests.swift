@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+import WeftClient
+import WeftCluster
+import WeftCore
+import WeftTestKit
+
+/// A put to a chain of three is answered by its tail as well as its head (`ReplyAt`): the
+/// client takes the first answer, which must say what the head's says.
+@Suite(.serialized, .timeLimit(.minutes(3))) struct TailReplyTests {
+    @Test func theTailAnswersPutsOfAnInMemoryChain() async throws {
+        let cluster = try await LocalCluster.start(
+            weftBinary: WeftExecutable.path, options: .init(nodes: 3, replicas: 3, shards: 8, logLevel: "warning"))
+        defer { cluster.stop() }
+        let client = try await ClusterClient.connect(seeds: cluster.addresses)
+        try await client.awaitSettled(nodes: 3, timeoutMs: 60_000)
+        let keys = (0..<8).map { "tail-\($0)" }
+        // One put per key first: it connects the client to every tail.
+        for key in keys { try await client.put(key, [0]) }
+        try await Task.sleep(for: .milliseconds(200))
+        let before = try await noticesSent(cluster)
+        var last: [String: Revision] = [:]
+        for i in 1...200 {
+            let key = keys[i % keys.count]
+            let value = Array("\(key) #\(i)".utf8)
+            let version = try await client.put(key, value)
+            #expect(version > (last[key] ?? 0), "versions of \(key) go up")
+            last[key] = version
+            // A conditional put on the version just answered: the answer was the committed one.
+            if i % 10 == 0 { last[key] = try await client.put(key, value, ifVersion: version) }
+        }
+        for key in keys {
+            let kv = try await client.get(key)
+            #expect(kv.version == last[key], "\(key): read \(kv.version), last put answered \(String(describing: last[key]))")
+        }
+        let told = try await noticesSent(cluster) - before
+        print("tail replies: \(told) commit notices for 220 puts")
+        #expect(told >= 150, "the tails told the client of most puts (\(told) of 220)")
+        await client.close()
+
+        // A client that does not ask gets none.
+        let plain = try await ClusterClient.connect(seeds: cluster.addresses, options: .init(tailReplies: false))
+        let start = try await noticesSent(cluster)
+        for key in keys { try await plain.put(key, [1]) }
+        for key in keys { try await plain.put(key, [2]) }
+        #expect(try await noticesSent(cluster) == start)
+        await plain.close()
+    }
+
+    @Test func aDurableChainLeavesTheAnswerToTheHead() async throws {
+        let cluster = try await LocalCluster.start(
+            weftBinary: WeftExecutable.path, options: .init(nodes: 3, replicas: 3, shards: 8, durable: true, logLevel: "warning"))
+        defer { cluster.stop() }
+        let client = try await ClusterClient.connect(seeds: cluster.addresses)
+        try await client.awaitSettled(nodes: 3, timeoutMs: 60_000)
+        for round in 0..<3 {
+            for i in 0..<8 { try await client.put("durable-\(i)", [UInt8(round)]) }
+        }
+        #expect(try await client.get("durable-3").value == [2])
+        // On disk, the tail's copy says nothing of its predecessors' disks: no notices.
+        #expect(try await noticesSent(cluster) == 0)
+        await client.close()
+    }
+
+    func noticesSent(_ cluster: LocalCluster) async throws -> Int {
+        var total = 0
+        for address in cluster.addresses {
+            let (host, port) = try WeftClient.parseAddress(address)
+            let c = try await WeftClient.connect(host: host, port: port)
+            let (_, info) = try await c.status()
+            await c.close()
+            total += try JSONDecoder().decode(NodeStatus.self, from: Data(info.cluster.utf8)).commitNoticesSent
+        }
+        return total
+    }
+}
