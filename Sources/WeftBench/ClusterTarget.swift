@@ -12,13 +12,17 @@ public struct ClusterTarget: BenchTarget {
     /// Reads through the coherent cache.
     public let cached: Bool
 
-    public init(seeds: [String], replicas: Int, cached: Bool = false) {
+    /// Puts ask the chain's tail to answer too (see `ClusterClient.Options.tailReplies`).
+    public let tailReplies: Bool
+
+    public init(seeds: [String], replicas: Int, cached: Bool = false, tailReplies: Bool = true) {
+        self.tailReplies = tailReplies
         self.cached = cached
         self.seeds = seeds
         self.replicaCount = replicas
     }
 
     public func makeClient() async throws -> any BenchClient {
-        WeftBenchClient(client: try await ClusterClient.connect(seeds: seeds, options: .init(cacheEntriesMax: cached ? 100_000 : 0)))
+        WeftBenchClient(client: try await ClusterClient.connect(seeds: seeds, options: .init(cacheEntriesMax: cached ? 100_000 : 0, tailReplies: tailReplies)))
     }
 }

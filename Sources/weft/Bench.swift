@@ -47,6 +47,9 @@ struct BenchState: AsyncParsableCommand {
         "Bench a cluster of N nodes on loopback instead of one node.",
         discussion: "Starts two clusters of N `weft node`s (each with its own etcd): one with 1 replica per shard, one with min(3, N); runs the same steps against both and Redis, then measures failover (SIGKILL of a chain's head until the first write to its shard succeeds). Rows carry \"replicas\"; the failover row is op \"failover\".")) var cluster: Int?
     @Option(help: "With --cluster: the nodes' etcd lease TTL in seconds.") var leaseTtl = 2
+    @Flag(inversion: .prefixedNo, help: ArgumentHelp(
+        "With --cluster: puts ask their chain's tail to answer too (the cluster client's default).",
+        discussion: "The tail's answer comes one hop sooner than the head's; --no-tail-replies measures the head's answer alone.")) var tailReplies = true
     @Option(help: "With --cluster: event-loop threads per node (default: the machine's cores shared among the nodes, at least one each: they share this machine).") var nodeEventLoops: Int?
     @Option(help: "With --cluster: failover runs (default 3; --quick: 1).") var failoverRuns: Int?
 
@@ -172,7 +175,7 @@ struct BenchState: AsyncParsableCommand {
         defer { many.stop() }
         var servers: [ManagedServer] = []
         defer { servers.forEach { $0.stop() } }
-        var targets: [any BenchTarget] = [ClusterTarget(seeds: one.addresses, replicas: 1), ClusterTarget(seeds: many.addresses, replicas: r)]
+        var targets: [any BenchTarget] = [ClusterTarget(seeds: one.addresses, replicas: 1), ClusterTarget(seeds: many.addresses, replicas: r, tailReplies: tailReplies)]
         if redis {
             if let rs = try ManagedServer.redis() {
                 servers.append(rs)
