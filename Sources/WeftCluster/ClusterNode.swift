@@ -23,11 +23,15 @@ public final class ClusterNode: Sendable {
         public var leaseTTLSeconds: Int64
         /// How long a client may cache a value read from a tail (0: no caching).
         public var cacheLeaseMs: Int64
+        /// When this node, as a chain's head, lets the tail answer puts that ask for it.
+        public var tailReplies: TailReplies
 
         public init(
             etcd: [String], cluster: String = "weft", id: String, advertise: String, http: String = "",
-            shardCount: Int = 64, replicas: Int = 3, leaseTTLSeconds: Int64 = 2, cacheLeaseMs: Int64 = 1_000
+            shardCount: Int = 64, replicas: Int = 3, leaseTTLSeconds: Int64 = 2, cacheLeaseMs: Int64 = 1_000,
+            tailReplies: TailReplies = .auto
         ) {
+            self.tailReplies = tailReplies
             self.cacheLeaseMs = cacheLeaseMs
             self.etcd = etcd
             self.cluster = cluster
@@ -82,7 +86,7 @@ public final class ClusterNode: Sendable {
         let leases = ClusterLeases(me: options.id, store: store, peers: peers, logger: logger, map: { box.node?.gate.map })
         self.leases = leases
         self.gate = NodeGate(
-            me: options.id, store: store, replication: replication, leases: leases, logger: logger,
+            me: options.id, store: store, replication: replication, leases: leases, tailReplies: options.tailReplies, logger: logger,
             serving: { box.node?.isServingFast ?? false },
             stale: { _ in box.node?.refreshMap() },
             copied: { shard, since in box.node?.reportCopied(shard: shard, since: since) },
@@ -295,6 +299,7 @@ public final class ClusterNode: Sendable {
             // Lease clocks and sweeps, every 100 ms while the node serves.
             ticks += 1
             if ticks % 10 == 0, isServingFast { leases.tick() }
+            if ticks % 10 == 0 { gate.cpu.sample() }
             try? await Task.sleep(for: .milliseconds(10))
         }
     }

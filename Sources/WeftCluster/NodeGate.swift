@@ -40,12 +40,13 @@ public final class NodeGate: ClusterGate, Sendable {
     let broken: @Sendable (_ shard: Int, _ incarnation: Int64, _ reason: String) -> Void
 
     init(
-        me: String, store: MemoryStore, replication: Replication, leases: ClusterLeases, logger: Logger,
+        me: String, store: MemoryStore, replication: Replication, leases: ClusterLeases, tailReplies: TailReplies = .auto, logger: Logger,
         serving: @escaping @Sendable () -> Bool, stale: @escaping @Sendable (UInt64) -> Void,
         copied: @escaping @Sendable (Int, UInt64) -> Void,
         broken: @escaping @Sendable (Int, Int64, String) -> Void
     ) {
         self.me = me
+        self.tailReplies = tailReplies
         self.store = store
         self.replication = replication
         self.leases = leases
@@ -388,6 +389,21 @@ public final class NodeGate: ClusterGate, Sendable {
         replication.cacheAcked(seq: seq)
     }
 
+    /// Sampled by the node (see `CPUIdleGauge`).
+    let cpu = CPUIdleGauge()
+    /// Tail replies are admitted while at least this share of the machine's CPU is idle.
+    static let tailReplyIdlePercentMin = 25
+
+    let tailReplies: TailReplies
+
+    public var admitsTailReplies: Bool {
+        switch tailReplies {
+        case .auto: cpu.idlePercent >= Self.tailReplyIdlePercentMin
+        case .always: true
+        case .never: false
+        }
+    }
+
     public func openCommitFeed(client: UInt64, feed: any CommitFeed) {
         replication.openCommitFeed(client: client, feed: feed)
     }
@@ -473,7 +489,7 @@ public final class NodeGate: ClusterGate, Sendable {
             tailOf: map.map { m in (0..<m.shardCount).filter { m.tail($0) == me && readable[$0] } } ?? [],
             pendingChanges: lag.reduce(0, +), maxShardLag: lag.max() ?? 0,
             copyEntriesSent: replication.copyCounts.entries, copyKeysKept: replication.copyCounts.kept,
-            commitNoticesSent: replication.toldCommittedCount)
+            commitNoticesSent: replication.toldCommittedCount, cpuIdlePercent: cpu.idlePercent)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return (try? encoder.encode(status)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
@@ -504,4 +520,6 @@ public struct NodeStatus: Codable, Sendable {
     public var copyKeysKept: Int
     /// Puts this node, as their tail, told their clients were committed (see `ReplyAt`).
     public var commitNoticesSent: Int = 0
+    /// The machine's idle CPU share over the last 100 ms: tail replies are admitted at 25% or more.
+    public var cpuIdlePercent: Int = 100
 }

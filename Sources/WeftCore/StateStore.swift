@@ -4,9 +4,6 @@ public protocol StateStore: Sendable {
     var limits: StoreLimits { get }
 
     func execute(_ request: StateRequest, completion: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void)
-    /// The same; `replyAt` (a put to a cluster node heading its chain) names the client the
-    /// chain's tail tells once the put is committed. Stores that are no chain's head ignore it.
-    func execute(_ request: StateRequest, replyAt: ReplyAt?, completion: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void)
 
     /// Starts a watch. Events with revision ≥ `fromRevision` that are still in history are
     /// replayed first (`compacted` if they are gone); `nil` means "from the next revision".
@@ -19,12 +16,6 @@ public protocol StateStore: Sendable {
     /// Ends leases whose TTL has run out; call periodically. Returns how many ended.
     @discardableResult
     func expireLeases() -> Int
-}
-
-extension StateStore {
-    public func execute(_ request: StateRequest, replyAt: ReplyAt?, completion: @escaping @Sendable (Result<StateResponse, WeftError>) -> Void) {
-        execute(request, completion: completion)
-    }
 }
 
 extension StateStore {

@@ -17,6 +17,10 @@ public enum ClusterDecision: Sendable {
 /// node may serve in the request's epoch (writes at a chain's head, reads at its tail), the
 /// replication stream from predecessors, and the shard map for clients.
 public protocol ClusterGate: Sendable {
+    /// Whether puts that ask for their tail's answer (`replyAt`) get it now: a tail's answer
+    /// saves the client a hop but costs the chain a second answer per put, worth it only while
+    /// the machine has CPU to spare.
+    var admitsTailReplies: Bool { get }
     /// `replyAt`: a put's client, whom the chain's tail tells once the put is committed.
     func decide(_ request: StateRequest, epoch: UInt64, replyAt: ReplyAt?) -> ClusterDecision
     /// nil: the watch may run here. `shard`: a prefix watch of that shard only.

@@ -141,6 +141,7 @@ final class ServerSession: FrameLinkDelegate {
         switch request {
         case .state(let stateRequest):
             if let cluster = shared.cluster {
+                let replyAt = replyAt != nil && cluster.admitsTailReplies ? replyAt : nil
                 switch cluster.decide(stateRequest, epoch: epoch, replyAt: replyAt) {
                 case .serve: break
                 case .answer(let result):
@@ -158,8 +159,7 @@ final class ServerSession: FrameLinkDelegate {
             inFlight += 1
             let loop = link.eventLoop
             let bound = NIOLoopBound(self, eventLoop: loop)
-            // Only a cluster node passes `replyAt` on (down its chain, to the tail).
-            shared.store.execute(stateRequest, replyAt: shared.cluster == nil ? nil : replyAt) { result in
+            shared.store.execute(stateRequest) { result in
                 if loop.inEventLoop {
                     bound.value.complete(id: id, result)
                 } else {

@@ -70,6 +70,9 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: "Cache lease in ms: how long a client may cache a value it read from this node (a write of the key waits until the caches confirm they dropped it, or their leases end). 0 turns caching off.")
     var cacheLeaseMs: Int64 = 1_000
 
+    @Option(name: .long, help: "When a put's chain tail may answer it too, a hop sooner than the head (for clients that ask): auto (while at least 25% of the machine's CPU is idle: the second answer costs CPU), always, never.")
+    var tailReplies: TailReplies = .auto
+
     @Option(name: .long, help: "Event-loop threads (default: one per core). Nodes sharing a machine (Cluster/local, bench --cluster) run better with fewer each.")
     var eventLoops: Int?
 
@@ -115,7 +118,7 @@ struct Node: AsyncParsableCommand {
                 options: .init(
                     etcd: etcd.split(separator: ",").map { String($0) }, cluster: cluster, id: nodeID, advertise: advertised,
                     http: httpAddress.map { "\($0.0):\($0.1)" } ?? "", shardCount: shards, replicas: replicas,
-                    leaseTTLSeconds: leaseTtl, cacheLeaseMs: max(0, cacheLeaseMs)),
+                    leaseTTLSeconds: leaseTtl, cacheLeaseMs: max(0, cacheLeaseMs), tailReplies: tailReplies),
                 durable: changeLog, recovered: recovered, logger: logger)
             let group = MultiThreadedEventLoopGroup.singleton
             let serverLimits = ServerLimits(frames: .forValues(.default))
@@ -272,3 +275,5 @@ final class LateFunctions: FunctionRequestHandler {
         try? current().get().closed()
     }
 }
+
+extension TailReplies: ExpressibleByArgument {}

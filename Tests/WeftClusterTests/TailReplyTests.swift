@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import WeftClient
-import WeftCluster
+@testable import WeftCluster
 import WeftCore
 import WeftTestKit
 
@@ -9,8 +9,11 @@ import WeftTestKit
 /// client takes the first answer, which must say what the head's says.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct TailReplyTests {
     @Test func theTailAnswersPutsOfAnInMemoryChain() async throws {
-        let cluster = try await LocalCluster.start(
-            weftBinary: WeftExecutable.path, options: .init(nodes: 3, replicas: 3, shards: 8, logLevel: "warning"))
+        // `always`: by default the heads admit tail replies only while the machine's CPU is 25%
+        // idle, which a loaded test machine need not be.
+        var options = LocalCluster.Options(nodes: 3, replicas: 3, shards: 8, logLevel: "warning")
+        options.extraArguments = ["--tail-replies", "always"]
+        let cluster = try await LocalCluster.start(weftBinary: WeftExecutable.path, options: options)
         defer { cluster.stop() }
         let client = try await ClusterClient.connect(seeds: cluster.addresses)
         try await client.awaitSettled(nodes: 3, timeoutMs: 60_000)
@@ -48,8 +51,9 @@ import WeftTestKit
     }
 
     @Test func aDurableChainLeavesTheAnswerToTheHead() async throws {
-        let cluster = try await LocalCluster.start(
-            weftBinary: WeftExecutable.path, options: .init(nodes: 3, replicas: 3, shards: 8, durable: true, logLevel: "warning"))
+        var options = LocalCluster.Options(nodes: 3, replicas: 3, shards: 8, durable: true, logLevel: "warning")
+        options.extraArguments = ["--tail-replies", "always"]
+        let cluster = try await LocalCluster.start(weftBinary: WeftExecutable.path, options: options)
         defer { cluster.stop() }
         let client = try await ClusterClient.connect(seeds: cluster.addresses)
         try await client.awaitSettled(nodes: 3, timeoutMs: 60_000)
@@ -60,6 +64,18 @@ import WeftTestKit
         // On disk, the tail's copy says nothing of its predecessors' disks: no notices.
         #expect(try await noticesSent(cluster) == 0)
         await client.close()
+    }
+
+    @Test func theIdleGaugeReadsTheMachinesCPUTimes() throws {
+        let first = try #require(CPUIdleGauge.read(), "/proc/stat has a cpu line")
+        #expect(first.idle <= first.total)
+        let gauge = CPUIdleGauge()
+        gauge.sample()
+        var spin: UInt64 = 0
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < .milliseconds(50) { spin &+= 1 }
+        gauge.sample()
+        #expect((0...100).contains(gauge.idlePercent), "\(gauge.idlePercent)% after \(spin) spins")
     }
 
     func noticesSent(_ cluster: LocalCluster) async throws -> Int {
