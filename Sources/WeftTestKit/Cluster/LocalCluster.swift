@@ -75,6 +75,7 @@ public final class LocalCluster: @unchecked Sendable {
     private init(weftBinary: String, options: Options = Options(), etcdBinary: String = "/usr/bin/etcd") throws {
         self.options = options
         self.weft = weftBinary
+        Self.pruneOldDirectories()
         let name = "weft-cluster-\(UUID().uuidString.prefix(8))"
         // Its own etcd namespace too: clusters of tests running at once never mix, whatever
         // etcd their nodes reach.
@@ -253,6 +254,21 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     // MARK: helpers
+
+    /// The directories of clusters started over six hours ago: their logs (kept after `stop`,
+    /// for a failure to be read) go then, instead of piling up in the temporary directory (a
+    /// day of test runs left hundreds). Six hours outlast any test or bench run.
+    static func pruneOldDirectories(olderThan seconds: TimeInterval = 6 * 3_600) {
+        let fm = FileManager.default
+        let tmp = fm.temporaryDirectory.path
+        guard let names = try? fm.contentsOfDirectory(atPath: tmp) else { return }
+        let cutoff = Date().addingTimeInterval(-seconds)
+        for name in names where name.hasPrefix("weft-cluster-") {
+            let path = tmp + "/" + name
+            guard let modified = (try? fm.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < cutoff else { continue }
+            try? fm.removeItem(atPath: path)
+        }
+    }
 
     /// A proxy to etcd on a free port; a port taken meanwhile (by another test) means another.
     private static func proxy(to etcdPort: Int) throws -> TCPProxy {
