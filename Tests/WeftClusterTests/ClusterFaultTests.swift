@@ -63,6 +63,9 @@ import WeftTestKit
         // Cache leases shorter than the membership lease (a dead tail's leases end before its
         // chains change), as the defaults are.
         if cached { options.extraArguments = ["--cache-lease-ms", "500"] }
+        // Puts answered by their tails too whatever the machine's load (by default only while
+        // its CPU is a quarter idle): the first answer the client takes must never be wrong.
+        options.extraArguments += ["--tail-replies", "always"]
         let cluster = try await LocalCluster.start(weftBinary: WeftExecutable.path, options: options)
         defer { cluster.stop() }
         // Other tests may run clusters at the same time: say which directory is this one's.
