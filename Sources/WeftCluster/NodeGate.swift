@@ -396,11 +396,14 @@ public final class NodeGate: ClusterGate, Sendable {
 
     let tailReplies: TailReplies
 
+    public var relaysTailReplies: Bool { !replication.isDurable }
+
     public var admitsTailReplies: Bool {
+        guard relaysTailReplies else { return false }
         switch tailReplies {
-        case .auto: cpu.idlePercent >= Self.tailReplyIdlePercentMin
-        case .always: true
-        case .never: false
+        case .auto: return cpu.idlePercent >= Self.tailReplyIdlePercentMin
+        case .always: return true
+        case .never: return false
         }
     }
 

@@ -21,6 +21,9 @@ public protocol ClusterGate: Sendable {
     /// saves the client a hop but costs the chain a second answer per put, worth it only while
     /// the machine has CPU to spare.
     var admitsTailReplies: Bool { get }
+    /// Whether this node passes a change's `replyAt` down its chain (a durable node does not:
+    /// see `Replication.append`), so that its acknowledgement of the change can wait.
+    var relaysTailReplies: Bool { get }
     /// `replyAt`: a put's client, whom the chain's tail tells once the put is committed.
     func decide(_ request: StateRequest, epoch: UInt64, replyAt: ReplyAt?) -> ClusterDecision
     /// nil: the watch may run here. `shard`: a prefix watch of that shard only.

@@ -190,7 +190,7 @@ final class ServerSession: FrameLinkDelegate {
             inFlight += 1
             // The tail answers the client of a change with `replyAt`: the chain's acknowledgements
             // of it may wait to share a write with others.
-            let lazily = message.replyAt != nil
+            let lazily = message.replyAt != nil && cluster.relaysTailReplies
             cluster.replicate(message, epoch: epoch, completion: onLoop { session, result in session.completeReplicate(id: id, result, lazily: lazily) })
         case .cacheGet(let key):
             guard let cluster = shared.cluster else {
