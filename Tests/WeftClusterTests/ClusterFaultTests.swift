@@ -228,6 +228,10 @@ import WeftTestKit
             Issue.record("history not shown linearizable (seed \(seed)): \(result); logs in \(cluster.directory)")
         }
         #expect(lost.isEmpty, "acknowledged writes lost (seed \(seed)): \(lost)")
+        if durable {
+            // On disk, a tail's copy says nothing of its predecessors' disks: only heads answer.
+            #expect(try await TailReplyTests.noticesSent(cluster) == 0, "a durable chain's tail answered puts")
+        }
     }
 
     static func expectAllRunning(_ cluster: LocalCluster) throws {
