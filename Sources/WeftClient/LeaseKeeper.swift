@@ -1,8 +1,11 @@
 import Synchronization
 import WeftCore
 
-/// Holds a lease alive by refreshing it every third of its TTL until stopped. If a refresh
-/// finds the lease gone, `isLost` turns true (whoever relied on it, a lock say, must stop).
+/// Holds a lease alive by refreshing it every third of its TTL until stopped; a refresh that
+/// fails for a passing reason (the lease's home node died, its chain fails over) is tried again
+/// 200 ms later, not a third of the TTL later, so that the lease outlives a failover shorter
+/// than its TTL. If a refresh finds the lease gone, `isLost` turns true (whoever relied on it, a
+/// lock say, must stop).
 public final class LeaseKeeper: Sendable {
     public let lease: LeaseID
     public let ttlSeconds: Int64
@@ -14,16 +17,19 @@ public final class LeaseKeeper: Sendable {
         self.ttlSeconds = ttlSeconds
         let t = Task { [lost = UnsafeLostFlag(self)] in
             let interval = Duration.milliseconds(max(100, ttlSeconds * 1000 / 3))
+            let retry = min(interval, .milliseconds(200))
+            var delay = interval
             while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
+                try? await Task.sleep(for: delay)
                 if Task.isCancelled { break }
                 do {
                     try await client.keepAlive(lease: lease)
+                    delay = interval
                 } catch let e as WeftError where e.code == .leaseNotFound {
                     lost.set()
                     break
                 } catch {
-                    // Transient: try again next interval; the TTL allows two misses.
+                    delay = retry
                 }
             }
         }
