@@ -265,7 +265,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "WeftSandboxTests", dependencies: ["WeftSandbox", "WeftCore", "WeftTestKit", "WeftTestSupport", "weft-launcher", "sandbox-probe"]),
-        .testTarget(name: "WeftTestKitTests", dependencies: ["WeftTestKit"]),
+        .testTarget(name: "WeftTestKitTests", dependencies: ["WeftTestKit", "WeftTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

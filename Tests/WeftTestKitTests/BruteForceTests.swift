@@ -1,10 +1,14 @@
 import Testing
 import WeftTestKit
+import WeftTestSupport
 
 /// The checker against an exhaustive search over every order of small histories (no memo,
 /// no pruning, its own model on bytes): simulated ones, half of them with results tampered
-/// with, some with cas versions scrambled or values repeated.
-@Suite struct BruteForceTests {
+/// with, some with cas versions scrambled or values repeated. On threads of their own
+/// (`.ownThread`): each case is CPU-bound for seconds, and on the two threads every async test
+/// of the process shares (on two cores) the pair held up every other test for ~9 s in CI,
+/// long enough for etcd sessions with 1 s leases to lose them.
+@Suite(.ownThread) struct BruteForceTests {
     @Test(arguments: [
         RegisterSimulation.Config(processes: 3, keys: 1, ops: 8, pendingRate: 0.3, deleteRate: 0.1),
         RegisterSimulation.Config(processes: 4, keys: 1, ops: 9, pendingRate: 0.5, deleteRate: 0.2),
