@@ -1,5 +1,8 @@
 import Logging
+import NIOCore
+import NIOPosix
 import Synchronization
+import WeftClient
 import WeftCore
 
 /// One etcd lease kept alive (a keep-alive every third of its TTL) for as long as this node
@@ -57,10 +60,16 @@ public final class EtcdSession: Sendable {
         let session = EtcdSession(
             client: client, leaseID: leaseID, ttlSeconds: ttlSeconds,
             keeper: EtcdLeaseKeeper(ttlSeconds: ttlSeconds, grantSentAtMs: sentAtMs), nowMs: nowMs, logger: logger)
-        let loop = Task { [weak session] in
+        // On an event loop, sleeping on its timers: not on Swift's cooperative pool, whose few
+        // threads (two on two cores) CPU-bound work elsewhere in the process may hold for
+        // seconds, past a short lease's TTL (the tests saw etcd sessions lost that way).
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
+        let loop = Task(executorPreference: LoopExecutor(eventLoop)) { [weak session] in
             while !Task.isCancelled {
                 guard let delayMs = await session?.step() else { return }
-                if delayMs > 0 { try? await Task.sleep(for: .milliseconds(delayMs)) }
+                guard delayMs > 0 else { continue }
+                let wake = eventLoop.scheduleTask(in: .milliseconds(delayMs)) {}
+                try? await withTaskCancellationHandler { try await wake.futureResult.get() } onCancel: { wake.cancel() }
             }
         }
         session.state.withLock { $0.loop = loop }
