@@ -80,19 +80,14 @@ public final class LocalCluster: @unchecked Sendable {
         // Its own etcd namespace too: clusters of tests running at once never mix, whatever
         // etcd their nodes reach.
         clusterName = name
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent(name).path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        // etcd's data in memory where there is a tmpfs: its fsyncs then wait for no disk (on a
+        // Everything in memory where there is a tmpfs: etcd's fsyncs then wait for no disk (on a
         // loaded machine, behind other tests' I/O, they stalled etcd past every node's lease),
-        // and the 123 MB it preallocates cost no disk. `directory/etcd` points to it.
-        let shm = "/dev/shm"
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: shm, isDirectory: &isDirectory), isDirectory.boolValue, access(shm, W_OK) == 0 {
-            etcdData = "\(shm)/\(name)-etcd"
-            try? FileManager.default.createSymbolicLink(atPath: directory + "/etcd", withDestinationPath: etcdData)
-        } else {
-            etcdData = directory + "/etcd"
-        }
+        // the 123 MB it preallocates cost no disk, and neither do the nodes' log writes, which a
+        // disk busy with other tests' fsyncs held for seconds (a node blocked on its log misses
+        // its lease).
+        directory = Self.scratchBase + "/" + name
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        etcdData = directory + "/etcd"
         // etcd first; a port taken meanwhile (other tests run in parallel) means new ports.
         var attempt = 0
         var chosen: (ports: [Int], etcd: Process)?
@@ -260,15 +255,27 @@ public final class LocalCluster: @unchecked Sendable {
     /// day of test runs left hundreds). Six hours outlast any test or bench run.
     static func pruneOldDirectories(olderThan seconds: TimeInterval = 6 * 3_600) {
         let fm = FileManager.default
-        let tmp = fm.temporaryDirectory.path
-        guard let names = try? fm.contentsOfDirectory(atPath: tmp) else { return }
         let cutoff = Date().addingTimeInterval(-seconds)
-        for name in names where name.hasPrefix("weft-cluster-") {
-            let path = tmp + "/" + name
-            guard let modified = (try? fm.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < cutoff else { continue }
-            try? fm.removeItem(atPath: path)
+        for base in Set([scratchBase, fm.temporaryDirectory.path]) {
+            guard let names = try? fm.contentsOfDirectory(atPath: base) else { continue }
+            for name in names where name.hasPrefix("weft-cluster-") {
+                let path = base + "/" + name
+                guard let modified = (try? fm.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < cutoff else { continue }
+                try? fm.removeItem(atPath: path)
+            }
         }
     }
+
+    /// Where clusters keep their files: /dev/shm (memory) where it is a writable directory, else
+    /// the temporary directory.
+    static let scratchBase: String = {
+        let shm = "/dev/shm"
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: shm, isDirectory: &isDirectory), isDirectory.boolValue, access(shm, W_OK) == 0 {
+            return shm
+        }
+        return FileManager.default.temporaryDirectory.path
+    }()
 
     /// A proxy to etcd on a free port; a port taken meanwhile (by another test) means another.
     private static func proxy(to etcdPort: Int) throws -> TCPProxy {
