@@ -22,10 +22,13 @@ enum ProtoWire {
 
     static func bytesFieldSize(_ count: Int) -> Int { count == 0 ? 0 : 1 + varintSize(UInt64(count)) + count }
 
+    /// Size of a `ReplyAt` message's fields.
+    static func replyAtBodySize(_ r: ReplyAt) -> Int { varintFieldSize(r.client) + varintFieldSize(r.seq) }
+
     /// Size of a `ReplyAt` field (tag, length, fields); 0 when absent.
     static func replyAtFieldSize(_ r: ReplyAt?) -> Int {
         guard let r else { return 0 }
-        let body = varintFieldSize(r.client) + varintFieldSize(r.seq)
+        let body = replyAtBodySize(r)
         return 1 + varintSize(UInt64(body)) + body
     }
 
@@ -76,16 +79,16 @@ struct ProtoWriter {
         varintField(tag: 0x28, UInt64(kv.value.count))
     }
 
-    /// A varint field, omitted when it holds the proto3 default (0).
     /// A `ReplyAt` message field, omitted when nil (written, empty, when both numbers are 0).
     mutating func replyAtField(tag: UInt8, _ r: ReplyAt?) {
         guard let r else { return }
         byte(tag)
-        varint(UInt64(ProtoWire.varintFieldSize(r.client) + ProtoWire.varintFieldSize(r.seq)))
+        varint(UInt64(ProtoWire.replyAtBodySize(r)))
         varintField(tag: 0x08, r.client)
         varintField(tag: 0x10, r.seq)
     }
 
+    /// A varint field, omitted when it holds the proto3 default (0).
     mutating func varintField(tag: UInt8, _ v: UInt64) {
         guard v != 0 else { return }
         byte(tag)
