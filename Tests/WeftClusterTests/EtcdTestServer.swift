@@ -46,7 +46,7 @@ final class EtcdTestServer: Sendable {
         let clientPort = try await freePort()
         var peerPort = try await freePort()
         while peerPort == clientPort { peerPort = try await freePort() }
-        let base = FileManager.default.fileExists(atPath: "/dev/shm") ? URL(fileURLWithPath: "/dev/shm") : FileManager.default.temporaryDirectory
+        let base = URL(fileURLWithPath: LocalCluster.scratchBase)
         let dir = base.appendingPathComponent("weft-etcd-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let client = "http://127.0.0.1:\(clientPort)"

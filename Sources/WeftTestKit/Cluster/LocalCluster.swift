@@ -266,9 +266,9 @@ public final class LocalCluster: @unchecked Sendable {
         }
     }
 
-    /// Where clusters keep their files: /dev/shm (memory) where it is a writable directory, else
-    /// the temporary directory.
-    static let scratchBase: String = {
+    /// Where clusters (and other test servers) keep their files: /dev/shm (memory) where it is a
+    /// writable directory, else the temporary directory.
+    public static let scratchBase: String = {
         let shm = "/dev/shm"
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: shm, isDirectory: &isDirectory), isDirectory.boolValue, access(shm, W_OK) == 0 {
