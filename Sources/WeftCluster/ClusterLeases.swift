@@ -27,16 +27,26 @@ final class ClusterLeases: Sendable {
         var scannedEpoch: UInt64 = 0
         /// Leases being ended by this node (so that a tick does not end one twice).
         var ending: Set<LeaseID> = []
-        /// Leases this node knows have ended (the newest `endedMax`, oldest first in `order`).
-        var ended: Set<LeaseID> = []
+        /// Leases this node knows have ended (the newest `endedMax`, oldest first in `order`),
+        /// each with how many of its keys this node has deleted.
+        var ended: [LeaseID: Int] = [:]
         var order: [LeaseID] = []
+        /// Ends running on this node (see `endHere`).
+        var endingHere: [LeaseID: EndingHere] = [:]
         var lastSweepMs: Int64 = 0
 
         mutating func noteEnded(_ id: LeaseID) {
-            guard ended.insert(id).inserted else { return }
+            guard ended[id] == nil else { return }
+            ended[id] = 0
             order.append(id)
-            if order.count > ClusterLeases.endedMax { ended.remove(order.removeFirst()) }
+            if order.count > ClusterLeases.endedMax { ended[order.removeFirst()] = nil }
         }
+    }
+
+    /// The deletes of one lease's keys running on this node, and who waits for them all.
+    struct EndingHere {
+        var running = 0
+        var waiters: [@Sendable (Int) -> Void] = []
     }
 
     static let endedMax = 4096
@@ -99,6 +109,7 @@ final class ClusterLeases: Sendable {
             case .success:
                 let deadline = self.nowMs() + ttlSeconds * 1000
                 self.state.withLock { $0.deadlines[id] = deadline }
+                self.logger.debug("lease granted", metadata: ["lease": "\(id)", "ttl": "\(ttlSeconds)"])
                 reply(.success(.lease(id: id, ttlSeconds: ttlSeconds)))
             case .failure(let error) where error.code == .versionMismatch:
                 reply(.failure(WeftError(.invalidArgument, "lease \(id) already exists")))
@@ -141,7 +152,7 @@ final class ClusterLeases: Sendable {
     /// completes with nil if it is, else the error (`leaseNotFound`, or `wrongEpoch` when the
     /// home cannot answer now).
     func check(_ id: LeaseID, map: ShardMap, completion: @escaping @Sendable (WeftError?) -> Void) {
-        if state.withLock({ $0.ended.contains(id) }) { return completion(Self.notFound(id)) }
+        if state.withLock({ $0.ended[id] != nil }) { return completion(Self.notFound(id)) }
         let home = map.home(ofLease: id)
         guard let head = map.head(home) else {
             return completion(WeftError(.wrongEpoch, "lease \(id)'s home shard \(home) has no head in epoch \(map.epoch)"))
@@ -187,16 +198,38 @@ final class ClusterLeases: Sendable {
             put(reply)
             // The lease ended between the check and the put (this node's deletes ran before the
             // key was attached): end it here again, which takes the new key too.
-            if self.state.withLock({ $0.ended.contains(id) }) { self.endHere(id) { _ in } }
+            if self.state.withLock({ $0.ended[id] != nil }) { self.endHere(id) { _ in } }
         }
     }
 
-    /// Ends lease `id` on this node: deletes its keys in the shards this node heads.
+    /// Ends lease `id` on this node: deletes its keys in the shards this node heads. Completes
+    /// once those deletes, and those of every other end of the lease running here, are
+    /// committed, with how many of the lease's keys this node has deleted in all.
+    ///
+    /// A lease can be ended here by several paths at once (the home's `leaseEnd`, this node's
+    /// sweep, a put that raced the end): whichever deleted a key, the revoke that asked counts
+    /// it, and answers only once it is committed.
     func endHere(_ id: LeaseID, completion: @escaping @Sendable (Int) -> Void) {
-        state.withLock { $0.noteEnded(id) }
-        guard let map = currentMap() else { return completion(0) }
+        state.withLock { s in
+            s.noteEnded(id)
+            s.endingHere[id, default: EndingHere()].running += 1
+            s.endingHere[id]!.waiters.append(completion)
+        }
+        let map = currentMap()
         let me = self.me
-        store.endLease(id, inShards: { $0 < map.shardCount && map.head($0) == me }, completion: completion)
+        let finish: @Sendable (Int) -> Void = { deleted in
+            let (waiters, total) = self.state.withLock { s -> ([@Sendable (Int) -> Void], Int) in
+                let total = (s.ended[id] ?? 0) + deleted
+                if s.ended[id] != nil { s.ended[id] = total }
+                s.endingHere[id]!.running -= 1
+                guard s.endingHere[id]!.running == 0 else { return ([], total) }
+                return (s.endingHere.removeValue(forKey: id)!.waiters, total)
+            }
+            self.logger.debug("lease ended here", metadata: ["lease": "\(id)", "deleted": "\(deleted)", "total": "\(total)", "epoch": "\(map?.epoch ?? 0)"])
+            for waiter in waiters { waiter(total) }
+        }
+        guard let map else { return finish(0) }
+        store.endLease(id, inShards: { $0 < map.shardCount && map.head($0) == me }, completion: finish)
     }
 
     /// Ends lease `id` homed here: deletes its record, then has every node delete its keys.
@@ -286,8 +319,8 @@ final class ClusterLeases: Sendable {
         store.pruneAdoptedLeases()
         for id in store.attachedLeases(inShards: { headed.contains($0) }) {
             check(id, map: map) { error in
-                guard error?.code == .leaseNotFound else { return }
-                self.logger.debug("lease found ended by sweep", metadata: ["lease": "\(id)"])
+                guard let error, error.code == .leaseNotFound else { return }
+                self.logger.debug("lease found ended by sweep", metadata: ["lease": "\(id)", "error": "\(error)"])
                 self.endHere(id) { _ in }
             }
         }
