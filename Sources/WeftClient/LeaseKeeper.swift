@@ -1,3 +1,4 @@
+import NIOPosix
 import Synchronization
 import WeftCore
 
@@ -15,12 +16,15 @@ public final class LeaseKeeper: Sendable {
     public init(client: WeftClient, lease: LeaseID, ttlSeconds: Int64) {
         self.lease = lease
         self.ttlSeconds = ttlSeconds
-        let t = Task { [lost = UnsafeLostFlag(self)] in
-            let interval = Duration.milliseconds(max(100, ttlSeconds * 1000 / 3))
-            let retry = min(interval, .milliseconds(200))
+        // On an event loop, sleeping on its timers (see `LoopExecutor.sleep`): a busy cooperative
+        // pool must not delay keep-alives past the lease's TTL.
+        let executor = LoopExecutor(MultiThreadedEventLoopGroup.singleton.any())
+        let t = Task(executorPreference: executor) { [lost = UnsafeLostFlag(self)] in
+            let interval = max(100, ttlSeconds * 1000 / 3)
+            let retry = min(interval, 200)
             var delay = interval
             while !Task.isCancelled {
-                try? await Task.sleep(for: delay)
+                try? await executor.sleep(milliseconds: delay)
                 if Task.isCancelled { break }
                 do {
                     try await client.keepAlive(lease: lease)

@@ -26,3 +26,14 @@ public final class LoopExecutor: TaskExecutor {
         }
     }
 }
+
+extension LoopExecutor {
+    /// Sleeps `milliseconds` on the loop's own timer, not the global executor's; throws
+    /// `CancellationError` early when the calling task is cancelled. A timer loop that prefers
+    /// this executor and sleeps this way never needs a thread of Swift's cooperative pool, whose
+    /// few threads CPU-bound work elsewhere in the process may hold for seconds.
+    public func sleep(milliseconds: Int64) async throws {
+        let wake = loop.scheduleTask(in: .milliseconds(milliseconds)) {}
+        try await withTaskCancellationHandler { try await wake.futureResult.get() } onCancel: { wake.cancel() }
+    }
+}

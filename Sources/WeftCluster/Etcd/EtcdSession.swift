@@ -63,13 +63,12 @@ public final class EtcdSession: Sendable {
         // On an event loop, sleeping on its timers: not on Swift's cooperative pool, whose few
         // threads (two on two cores) CPU-bound work elsewhere in the process may hold for
         // seconds, past a short lease's TTL (the tests saw etcd sessions lost that way).
-        let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
-        let loop = Task(executorPreference: LoopExecutor(eventLoop)) { [weak session] in
+        let executor = LoopExecutor(MultiThreadedEventLoopGroup.singleton.any())
+        let loop = Task(executorPreference: executor) { [weak session] in
             while !Task.isCancelled {
                 guard let delayMs = await session?.step() else { return }
                 guard delayMs > 0 else { continue }
-                let wake = eventLoop.scheduleTask(in: .milliseconds(delayMs)) {}
-                try? await withTaskCancellationHandler { try await wake.futureResult.get() } onCancel: { wake.cancel() }
+                try? await executor.sleep(milliseconds: delayMs)
             }
         }
         session.state.withLock { $0.loop = loop }
