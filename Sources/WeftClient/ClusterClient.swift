@@ -51,8 +51,6 @@ public final class ClusterClient: Sendable {
     private let clientID = UInt64.random(in: 1...UInt64.max)
     private let nextSeq = Atomic<UInt64>(0)
     private let replies = Mutex<[UInt64: ReplyWaiter]>([:])
-    /// Nodes a background connection attempt is under way to.
-    private let connecting = Mutex<Set<String>>([])
 
     /// True once `close` was called: nothing is sent any more (watches end).
     public var isClosed: Bool { closed.load(ordering: .acquiring) }
@@ -261,7 +259,7 @@ public final class ClusterClient: Sendable {
         let headClient = try client(headAddress)
         let tailClient = try client(tailAddress)
         guard headClient.isConnected, tailClient.isConnected else {
-            if !tailClient.isConnected { connectInBackground(tailAddress, tailClient) }
+            if !tailClient.isConnected { tailClient.connectInBackground() }
             return nil
         }
         let seq = nextSeq.wrappingAdd(1, ordering: .relaxed).newValue
@@ -282,16 +280,6 @@ public final class ClusterClient: Sendable {
             // The write's fate is unknown (see `routed`): thrown, with the map refreshed.
             if error.code == .unavailable || error.code == .timeout { await refresh() }
             throw error
-        }
-    }
-
-    /// Starts connecting to `address`, unless an attempt is under way (a dead tail would
-    /// otherwise get an attempt per put).
-    private func connectInBackground(_ address: String, _ client: WeftClient) {
-        guard connecting.withLock({ $0.insert(address).inserted }) else { return }
-        Task {
-            try? await client.ensureConnected()
-            _ = connecting.withLock { $0.remove(address) }
         }
     }
 

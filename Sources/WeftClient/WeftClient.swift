@@ -56,6 +56,8 @@ public final class WeftClient: Sendable {
     let commitFeed = Mutex<(client: UInt64, handler: @Sendable (_ seq: UInt64, _ version: Revision, _ length: UInt64) -> Void)?>(nil)
     private let next = Atomic<Int>(0)
     private let closed = Atomic<Bool>(false)
+    /// A `connectInBackground` attempt is under way.
+    private let connectingInBackground = Atomic<Bool>(false)
 
     private init(host: String, port: Int, options: Options, transport: any ClientTransport, ownsTransport: Bool) {
         self.host = host
@@ -284,6 +286,22 @@ public final class WeftClient: Sendable {
     /// Opens the first connection if it is not open (for `submit`).
     public func ensureConnected() async throws(WeftError) {
         _ = try await session(slot: 0)
+    }
+
+    /// Starts opening the first connection in the background, unless an attempt is under way
+    /// (a dead node would otherwise get one per caller). After a failed attempt the next may
+    /// start `pauseAfterFailureMs` later; `failed` hears why it failed.
+    public func connectInBackground(pauseAfterFailureMs: Int64 = 0, failed: @escaping @Sendable (WeftError) -> Void = { _ in }) {
+        guard !connectingInBackground.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        Task {
+            do throws(WeftError) {
+                try await self.ensureConnected()
+            } catch {
+                failed(error)
+                if pauseAfterFailureMs > 0 { try? await Task.sleep(for: .milliseconds(pauseAfterFailureMs)) }
+            }
+            self.connectingInBackground.store(false, ordering: .releasing)
+        }
     }
 
     /// An executor on the event loop of the first connection (opening it if needed). Tasks that

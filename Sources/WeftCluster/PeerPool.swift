@@ -10,7 +10,6 @@ import WeftWire
 /// resends what it lacks once the connection is up.
 final class PeerPool: Sendable {
     private let clients = Mutex<[String: WeftClient]>([:])
-    private let connecting = Mutex<Set<String>>([])
     private let logger: Logger
     let timeoutMs: Int64
 
@@ -88,17 +87,9 @@ final class PeerPool: Sendable {
     }
 
     private func connect(_ address: String, _ client: WeftClient) {
-        let start = connecting.withLock { $0.insert(address).inserted }
-        guard start else { return }
-        let logger = self.logger
-        Task {
-            do {
-                try await client.ensureConnected()
-            } catch {
-                logger.debug("peer not reachable", metadata: ["peer": "\(address)", "error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(100))
-            }
-            _ = self.connecting.withLock { $0.remove(address) }
+        let logger = logger
+        client.connectInBackground(pauseAfterFailureMs: 100) { error in
+            logger.debug("peer not reachable", metadata: ["peer": "\(address)", "error": "\(error)"])
         }
     }
 
